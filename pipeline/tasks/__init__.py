@@ -1,0 +1,19 @@
+"""Task registry: one module per task; the pipeline looks tasks up by name here."""
+
+from __future__ import annotations
+
+from pipeline.tasks.base import Task
+from pipeline.tasks.mlm import MaskedLM
+from pipeline.tasks.pos import PosTagging
+
+TASKS: dict[str, Task] = {task.name: task for task in (MaskedLM(), PosTagging())}
+
+# Tasks that produce task diffs (MLM trains language diffs instead).
+DOWNSTREAM_TASKS = tuple(name for name in TASKS if name != "mlm")
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}") from None

@@ -1,0 +1,63 @@
+"""Atomic writes: a reader (or a crashed run) never sees a half-written output.
+
+Everything is written into a temporary sibling first and moved into place with
+``os.replace``, which is atomic on POSIX when source and target share a filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory that replaces ``target`` on success.
+
+    On an exception the temporary directory is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # A directory cannot be os.replace'd over a non-empty one: move the old one aside first.
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary sibling of ``target`` for writing; rename it over ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    encoding = None if "b" in mode else "utf-8"
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+    except BaseException:
+        os.unlink(tmp_name)
+        raise
+    os.replace(tmp_name, target)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON atomically (stable bytes for DVC hashing)."""
+    with atomic_file(path) as handle:
+        json.dump(obj, handle, indent=2, sort_keys=True)
+        handle.write("\n")

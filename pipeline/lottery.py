@@ -1,0 +1,187 @@
+"""LT-SFT: Lottery-Ticket Sparse Fine-Tuning (Ansell et al., 2022).
+
+Per iteration (``n_iterations``, default 1, each adding K/n new entries):
+1. phase 1: fine-tune every maskable parameter (and the head) densely;
+2. select the entries that moved most, ONE global threshold over all maskable tensors
+   (``selection="random"`` picks a random set of the same size instead: Rand-SFT);
+3. reset every parameter, head included, to its value at the start of the iteration;
+4. phase 2: fine-tune only the selected entries (and the head densely).
+The result is a SparseDiff against θ0 with at most K entries, plus the head whole.
+
+Training runs in transformers' Trainer, extended only through public means: our own
+optimizer (``SparseAdamW``, which does the masking, clipping and the L1 term) passed in
+``optimizers=``, so ``accelerate launch`` / ``torchrun`` work as for any Trainer run.
+LayerNorm parameters are frozen throughout, as in every reference run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+
+from pipeline.selection import magnitude_scorer, merge_indices, random_scorer, select_top_k
+from pipeline.sft import SparseDiff, layer_norm_parameter_names, maskable_parameter_names, snapshot
+from pipeline.sparse_adamw import SparseAdamW
+
+
+@dataclass(frozen=True)
+class PhaseBudget:
+    """How long one phase trains: a number of optimizer steps, or of epochs."""
+
+    steps: int | None = None
+    epochs: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("a phase budget needs exactly one of steps or epochs")
+        if (self.steps is not None and self.steps <= 0) or (self.epochs is not None and self.epochs <= 0):
+            raise ValueError("a phase budget must be positive")
+
+
+@dataclass(frozen=True)
+class LotteryConfig:
+    k: int
+    phase1: PhaseBudget
+    phase2: PhaseBudget
+    learning_rate: float = 5e-5
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    l1_lambda: float = 0.0
+    max_grad_norm: float = 1.0
+    n_iterations: int = 1
+    selection: Literal["magnitude", "random"] = "magnitude"
+    seed: int = 42
+    progress: bool = True
+
+
+@dataclass
+class LotteryResult:
+    diff: SparseDiff
+    # The dense phase-1 change of the last iteration, as a (non-sparse) diff: the
+    # full fine-tuning that LT-SFT runs anyway, reused by the dense-composition ablation.
+    phase1_diff: SparseDiff | None = None
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def freeze_layer_norms(model: torch.nn.Module) -> None:
+    params = dict(model.named_parameters())
+    for name in layer_norm_parameter_names(model):
+        params[name].requires_grad_(False)
+
+
+def run_trainer(
+    model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
+    train_features: Sequence[dict],
+    collator: Callable,
+    budget: PhaseBudget,
+    config: LotteryConfig,
+    description: str,
+) -> list[dict[str, Any]]:
+    """One training phase in a plain Trainer; returns its log history."""
+    with tempfile.TemporaryDirectory(prefix="ltsft-trainer-") as out_dir:
+        args = TrainingArguments(
+            output_dir=out_dir,
+            run_name=description,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            max_steps=budget.steps if budget.steps is not None else -1,
+            num_train_epochs=budget.epochs if budget.epochs is not None else 1.0,
+            lr_scheduler_type="linear",
+            max_grad_norm=0.0,  # SparseAdamW clips the gradient of the trainable entries only
+            seed=config.seed,
+            data_seed=config.seed,
+            save_strategy="no",
+            report_to="none",
+            logging_strategy="steps",
+            logging_steps=max(1, (budget.steps or 50) // 5),
+            disable_tqdm=not config.progress,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=list(train_features), data_collator=collator,
+            optimizers=(optimizer, None),
+        )
+        trainer.train()
+        return [dict(entry, phase=description) for entry in trainer.state.log_history]
+
+
+def train_lt_sft(
+    model: PreTrainedModel,
+    train_features: Sequence[dict],
+    collator: Callable,
+    config: LotteryConfig,
+    maskable: Sequence[str] | None = None,
+    dense: Sequence[str] | None = None,
+    diff_meta: dict[str, Any] | None = None,
+) -> LotteryResult:
+    """Run LT-SFT on ``model`` in place and return the sparse diff it learnt.
+
+    ``maskable``: parameters trained sparsely (default: the encoder body without
+    LayerNorms); ``dense``: parameters trained densely and stored whole (default: every
+    other trainable parameter, i.e. the head). The model ends in θ0 + φ (+ trained head).
+    """
+    freeze_layer_norms(model)
+    maskable = list(maskable if maskable is not None else maskable_parameter_names(model))
+    params = dict(model.named_parameters())
+    if dense is None:
+        dense = [n for n, p in params.items() if p.requires_grad and n not in set(maskable)]
+    sizes = {name: params[name].numel() for name in maskable}
+    total = sum(sizes.values())
+    if not 0 < config.k <= total:
+        raise ValueError(f"K must be in 1..{total} (the maskable entries), got {config.k}")
+    if config.n_iterations < 1:
+        raise ValueError(f"n_iterations must be >= 1, got {config.n_iterations}")
+
+    theta0 = snapshot(model, maskable)
+    iteration_start = snapshot(model, [*maskable, *dense])
+    trainable = [params[n] for n in [*maskable, *dense]]
+    l1 = dict(l1_lambda=config.l1_lambda, l1_normaliser=total,
+              l1_reference={params[n]: theta0[n] for n in maskable})
+    selected: dict[str, torch.Tensor] = {}
+    log: list[dict[str, Any]] = []
+    phase1_diff = None
+
+    for iteration in range(config.n_iterations):
+        k_new = config.k // config.n_iterations + (config.k % config.n_iterations if iteration == 0 else 0)
+        tag = f"iter{iteration + 1}"
+
+        # Phase 1: dense fine-tuning of everything trainable.
+        optimizer = SparseAdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                max_grad_norm=config.max_grad_norm, **l1)
+        log += run_trainer(model, optimizer, train_features, collator, config.phase1, config, f"{tag}-phase1")
+        phase1 = snapshot(model, [*maskable, *dense])
+        if iteration == config.n_iterations - 1:
+            phase1_diff = SparseDiff.from_states(theta0, phase1, maskable, dense, **(diff_meta or {}))
+
+        # Selection: one global threshold over all maskable tensors.
+        scorer = (random_scorer(config.seed + iteration) if config.selection == "random"
+                  else magnitude_scorer(iteration_start, phase1))
+        selected = merge_indices(selected, select_top_k(scorer, sizes, k_new, exclude=selected))
+        del phase1
+
+        # Reset everything (head included) to the iteration's starting point.
+        with torch.no_grad():
+            for name, value in iteration_start.items():
+                params[name].copy_(value)
+
+        # Phase 2: only the selected entries move (and the head, densely).
+        optimizer = SparseAdamW(
+            trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            trainable_indices={params[n]: idx for n, idx in selected.items()}
+            | {params[n]: torch.empty(0, dtype=torch.int64) for n in maskable if n not in selected},
+            **l1,
+        )
+        log += run_trainer(model, optimizer, train_features, collator, config.phase2, config, f"{tag}-phase2")
+        iteration_start = snapshot(model, [*maskable, *dense])
+
+    diff = SparseDiff.from_states(theta0, snapshot(model, [*maskable, *dense]), maskable, dense,
+                                  k=config.k, **(diff_meta or {}))
+    return LotteryResult(diff=diff, phase1_diff=phase1_diff, log=log)

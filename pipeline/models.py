@@ -1,0 +1,68 @@
+"""Encoders and tokenizers: load from a hub name or a local directory, or build a tiny one.
+
+The tiny model is the `smoke` preset's "pretrained" encoder: a BERT built from a config in
+code with a seeded random initialisation and a WordPiece vocabulary learnt from the
+fixture text, so the whole pipeline runs in seconds with no download.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A BERT-style cased WordPiece tokenizer learnt from ``texts`` (deterministic)."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+    )
+
+
+def build_tiny_mlm(tokenizer: PreTrainedTokenizerFast, seed: int, **config: Any) -> BertForMaskedLM:
+    """A randomly initialised BERT masked LM sized by ``config`` (BertConfig keys)."""
+    torch.manual_seed(seed)
+    bert_config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **config)
+    return BertForMaskedLM(bert_config)
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> None:
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerFast:
+    return AutoTokenizer.from_pretrained(str(name_or_path))
+
+
+def untie_output_embeddings(model: PreTrainedModel) -> None:
+    """Give the MLM decoder its own frozen copy of the input embeddings.
+
+    The reference implementation unties and freezes the output embedding matrix during
+    language SFT, so that the (maskable) input embeddings can move without the decoder
+    moving with them and the diff stays an encoder-only change.
+    """
+    output = model.get_output_embeddings()
+    if output is None:
+        return
+    output.weight = torch.nn.Parameter(output.weight.detach().clone(), requires_grad=False)
+    model.config.tie_word_embeddings = False

@@ -1,0 +1,72 @@
+"""Masked language modelling: the task that trains language diffs.
+
+Training masks dynamically (fresh masks each epoch, from the Trainer's seeded RNG);
+evaluation masks once with a fixed seed so that losses are comparable between runs.
+The output embedding matrix is untied and frozen (see ``untie_output_embeddings``); the
+MLM head's transform layer and output bias are trained densely and stored as the diff's
+dense tensors, which are never composed into task models.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, PreTrainedModel, PreTrainedTokenizerFast
+
+from pipeline.data.text import read_lines
+from pipeline.models import untie_output_embeddings
+from pipeline.tasks.base import Features, Task, batches, model_device
+
+MASK_PROBABILITY = 0.15
+EVAL_MASK_SEED = 0
+
+
+class MaskedLM(Task):
+    name = "mlm"
+    metric = "loss"
+    higher_is_better = False
+    data_format = "txt"
+
+    def read(self, path: str | Path) -> list[str]:
+        return read_lines(path)
+
+    def build_model(self, base: str | Path, seed: int) -> PreTrainedModel:
+        torch.manual_seed(seed)
+        model = AutoModelForMaskedLM.from_pretrained(str(base))
+        untie_output_embeddings(model)
+        return model
+
+    def featurize(self, examples: Sequence[str], tokenizer: PreTrainedTokenizerFast, max_length: int) -> list[Features]:
+        encoded = tokenizer(list(examples), truncation=True, max_length=max_length, return_special_tokens_mask=True)
+        return [
+            {key: encoded[key][i] for key in ("input_ids", "attention_mask", "special_tokens_mask")}
+            for i in range(len(examples))
+        ]
+
+    def collator(self, tokenizer: PreTrainedTokenizerFast, seed: int | None = None) -> DataCollatorForLanguageModeling:
+        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=MASK_PROBABILITY, seed=seed)
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: PreTrainedModel, examples: Sequence[str], tokenizer: PreTrainedTokenizerFast,
+        max_length: int, batch_size: int,
+    ) -> dict[str, float]:
+        """Mean cross-entropy over masked positions, masks fixed by EVAL_MASK_SEED."""
+        model.eval()
+        device = model_device(model)
+        features = self.featurize(examples, tokenizer, max_length)
+        total_loss, total_masked = 0.0, 0
+        for batch in batches(features, self.collator(tokenizer, seed=EVAL_MASK_SEED), batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            masked = int((batch["labels"] != -100).sum())
+            if not masked:
+                continue
+            loss = model(**batch).loss
+            total_loss += float(loss) * masked
+            total_masked += masked
+        loss = total_loss / total_masked if total_masked else float("nan")
+        return {"loss": loss, "perplexity": math.exp(loss) if total_masked else float("nan"),
+                "masked_tokens": float(total_masked)}

@@ -1,0 +1,150 @@
+"""`ltsft`: run any pipeline stage by hand. Every stage reads params.yaml (see --help)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.sft import DiffError
+from stages.config import UserError, load_params
+
+app = typer.Typer(
+    help=__doc__ + "\n\nThe usual order: download → prepare-model → train-lang LANG (each language) → "
+    "train-task TASK → evaluate TASK → report. `dvc repro` runs exactly these.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+diff_app = typer.Typer(help="Inspect sparse diff directories.", no_args_is_help=True)
+app.add_typer(diff_app, name="diff")
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="Parameter file to read.")]
+
+
+def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input (params, files, diffs) ends in one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (UserError, DiffError) as err:
+            typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _prepare(params_path: Path):
+    from stages.common import quiet_transformers
+
+    quiet_transformers()
+    return load_params(params_path)
+
+
+@app.command()
+@one_line_errors
+def preset(name: Annotated[str, typer.Argument(help="Preset name: a file presets/NAME.yaml (smoke, demo, paper).")]) -> None:
+    """Write presets/NAME.yaml over params.yaml."""
+    from stages import preset as stage
+
+    stage.run(name)
+
+
+@app.command()
+@one_line_errors
+def download(params: ParamsOption = Path("params.yaml")) -> None:
+    """Fetch corpora and benchmarks into data/ (source: data.source in params)."""
+    from stages import download as stage
+
+    stage.run(_prepare(params))
+
+
+@app.command("prepare-model")
+@one_line_errors
+def prepare_model(params: ParamsOption = Path("params.yaml")) -> None:
+    """Write the pretrained encoder θ0 with its MLM head to models/base."""
+    from stages import prepare_model as stage
+
+    stage.run(_prepare(params))
+
+
+@app.command("train-lang")
+@one_line_errors
+def train_lang(
+    lang: Annotated[str, typer.Argument(help="Language code, a key under `languages:` in params.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Train LANG's language diff (LT-SFT, masked LM) into diffs/lang/LANG."""
+    from stages import train_lang as stage
+
+    stage.run(_prepare(params), lang)
+
+
+@app.command("train-task")
+@one_line_errors
+def train_task(
+    task: Annotated[str, typer.Argument(help="Task name, a key under `tasks:` in params (e.g. pos).")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Train TASK's task diff (LT-SFT) on its source language into diffs/task/TASK."""
+    from stages import train_task as stage
+
+    stage.run(_prepare(params), task)
+
+
+@app.command()
+@one_line_errors
+def evaluate(
+    task: Annotated[str, typer.Argument(help="Task name, a key under `tasks:` in params.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Compose task + target-language diffs and score zero-shot into results/TASK/."""
+    from stages import evaluate as stage
+
+    stage.run(_prepare(params), task)
+
+
+@app.command()
+@one_line_errors
+def report(params: ParamsOption = Path("params.yaml")) -> None:
+    """Render reports/index.html and reports/metrics.json from results/."""
+    from stages import report as stage
+
+    stage.run(_prepare(params))
+
+
+@diff_app.command("info")
+@one_line_errors
+def diff_info(
+    path: Annotated[Path, typer.Argument(help="A diff directory (diff.json + diff.safetensors).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Entries, K, density, base fingerprint and storage cost of a diff."""
+    from stages.diff_info import info
+
+    facts = info(path)
+    if as_json:
+        json.dump(facts, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for key, value in facts.items():
+            typer.echo(f"{key:>24}  {value}")
+
+
+@app.command()
+@one_line_errors
+def bench(
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
+    k: Annotated[int, typer.Option(help="Entries to select (default: the paper's task K).")] = 14_155_776,
+    skip_naive: Annotated[bool, typer.Option("--skip-naive", help="Skip the slow reference-style selection.")] = False,
+) -> None:
+    """Benchmark selection, storage and sparse training steps on an mBERT-size model."""
+    from stages import bench as stage
+
+    stage.run(json_out, k=k, skip_naive=skip_naive)

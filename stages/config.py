@@ -1,0 +1,201 @@
+"""params.yaml → validated, typed settings. Every error names the offending key.
+
+Validation happens before any work: a stage calls ``load_params()`` first, so a bad value
+fails in a second with one line instead of after an hour of training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.lottery import LotteryConfig, PhaseBudget
+from pipeline.tasks import DOWNSTREAM_TASKS
+from stages.layout import PARAMS
+
+
+class UserError(Exception):
+    """Bad input from the user (params, paths, files): reported as one line, no traceback."""
+
+
+class ConfigError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    source: str
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One kind of LT-SFT run (language or task) as params.yaml describes it."""
+
+    phase1: PhaseBudget
+    phase2: PhaseBudget
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    l1_lambda: float
+    max_grad_norm: float
+    n_iterations: int
+    max_length: int
+
+    def lottery(self, k: int, seed: int, selection: str = "magnitude") -> LotteryConfig:
+        return LotteryConfig(
+            k=k, phase1=self.phase1, phase2=self.phase2, learning_rate=self.learning_rate,
+            batch_size=self.batch_size, weight_decay=self.weight_decay, l1_lambda=self.l1_lambda,
+            max_grad_norm=self.max_grad_norm, n_iterations=self.n_iterations,
+            selection=selection, seed=seed,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class Params:
+    raw: dict[str, Any]
+    preset: str
+    seed: int
+    languages: dict[str, dict[str, Any]]
+    tasks: dict[str, TaskSpec]
+    lang_k: int
+    task_k: int
+    lang_sft: TrainSpec
+    task_sft: TrainSpec
+    eval_batch_size: int
+    eval_max_length: int
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.raw["model"]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.raw["data"]
+
+    def task(self, name: str) -> TaskSpec:
+        if name not in self.tasks:
+            raise ConfigError(f"tasks.{name}: no such task in params.yaml (have: {', '.join(self.tasks)})")
+        return self.tasks[name]
+
+    def language(self, code: str) -> dict[str, Any]:
+        if code not in self.languages:
+            raise ConfigError(f"languages.{code}: no such language in params.yaml (have: {', '.join(self.languages)})")
+        return self.languages[code]
+
+
+def _get(tree: dict[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{key}: missing from params.yaml")
+        node = node[part]
+    return node
+
+
+def _int(tree: dict[str, Any], key: str, minimum: int = 1, optional: bool = False) -> int | None:
+    value = _get(tree, key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}: must be an integer >= {minimum} (got {value!r})")
+    return value
+
+
+def _float(tree: dict[str, Any], key: str, minimum: float = 0.0, exclusive: bool = False) -> float:
+    value = _get(tree, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: must be a number (got {value!r})")
+    if value < minimum or (exclusive and value == minimum):
+        raise ConfigError(f"{key}: must be {'>' if exclusive else '>='} {minimum} (got {value!r})")
+    return float(value)
+
+
+def _budget(tree: dict[str, Any], key: str) -> PhaseBudget:
+    node = _get(tree, key)
+    if not isinstance(node, dict) or set(node) - {"steps", "epochs"} or len(node) != 1:
+        raise ConfigError(f"{key}: must be {{steps: N}} or {{epochs: N}} (got {node!r})")
+    if "steps" in node:
+        return PhaseBudget(steps=_int(tree, f"{key}.steps"))
+    return PhaseBudget(epochs=_float(tree, f"{key}.epochs", exclusive=True))
+
+
+def _train_spec(tree: dict[str, Any], key: str) -> TrainSpec:
+    return TrainSpec(
+        phase1=_budget(tree, f"{key}.phase1"),
+        phase2=_budget(tree, f"{key}.phase2"),
+        batch_size=_int(tree, f"{key}.batch_size"),
+        learning_rate=_float(tree, f"{key}.learning_rate", exclusive=True),
+        weight_decay=_float(tree, f"{key}.weight_decay"),
+        l1_lambda=_float(tree, f"{key}.l1_lambda"),
+        max_grad_norm=_float(tree, f"{key}.max_grad_norm"),
+        n_iterations=_int(tree, f"{key}.n_iterations"),
+        max_length=_int(tree, f"{key}.max_length", minimum=8),
+    )
+
+
+def parse_params(tree: dict[str, Any]) -> Params:
+    """Validate a params tree; raises ConfigError naming the first bad key."""
+    if not isinstance(tree, dict):
+        raise ConfigError("params.yaml: top level must be a mapping")
+    languages = _get(tree, "languages")
+    if not isinstance(languages, dict) or not languages:
+        raise ConfigError("languages: must map language codes to settings")
+    languages = {str(code): (settings or {}) for code, settings in languages.items()}
+
+    task_tree = _get(tree, "tasks")
+    if not isinstance(task_tree, dict) or not task_tree:
+        raise ConfigError("tasks: must map task names to {source, targets}")
+    tasks = {}
+    for name, spec in task_tree.items():
+        if name not in DOWNSTREAM_TASKS:
+            raise ConfigError(f"tasks.{name}: unknown task (known: {', '.join(DOWNSTREAM_TASKS)})")
+        source = _get(tree, f"tasks.{name}.source")
+        targets = _get(tree, f"tasks.{name}.targets")
+        if not isinstance(targets, list) or not targets:
+            raise ConfigError(f"tasks.{name}.targets: must be a non-empty list of language codes")
+        for i, lang in enumerate([source, *targets]):
+            if lang not in languages:
+                key = f"tasks.{name}.source" if i == 0 else f"tasks.{name}.targets"
+                raise ConfigError(f"{key}: unknown language {lang!r} (not under languages:)")
+        tasks[name] = TaskSpec(name, source, tuple(targets))
+
+    k = _int(tree, "sparsity.k")
+    lang_k = _int(tree, "sparsity.lang_k", optional=True) or k
+    task_k = _int(tree, "sparsity.task_k", optional=True) or k
+    _get(tree, "model.source")
+    _get(tree, "data.source")
+    return Params(
+        raw=tree,
+        preset=str(tree.get("preset", "custom")),
+        seed=_int(tree, "seed", minimum=0),
+        languages=languages,
+        tasks=tasks,
+        lang_k=lang_k,
+        task_k=task_k,
+        lang_sft=_train_spec(tree, "lang_sft"),
+        task_sft=_train_spec(tree, "task_sft"),
+        eval_batch_size=_int(tree, "eval.batch_size"),
+        eval_max_length=_int(tree, "eval.max_length", minimum=8),
+    )
+
+
+def load_params(path: str | Path = PARAMS) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (run `ltsft preset smoke` to write one)")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return parse_params(tree)
+
+
+def check_k(k: int, maskable: int, key: str) -> None:
+    """K must fit the model: checked once the model is loaded, before training starts."""
+    if k > maskable:
+        raise ConfigError(f"{key}: K={k} exceeds the model's {maskable} maskable entries")

@@ -1,0 +1,24 @@
+"""`ltsft preset NAME`: write presets/NAME.yaml over params.yaml (a complete file, not a patch)."""
+
+from __future__ import annotations
+
+import yaml
+
+from pipeline.atomic import atomic_file
+from stages import layout
+from stages.config import ConfigError, parse_params
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in layout.PRESETS.glob("*.yaml"))
+
+
+def run(name: str) -> None:
+    source = layout.preset_file(name)
+    if not source.is_file():
+        raise ConfigError(f"preset {name!r}: no {source} (available: {', '.join(available())})")
+    text = source.read_text(encoding="utf-8")
+    parse_params(yaml.safe_load(text))  # never install a broken preset
+    with atomic_file(layout.PARAMS) as handle:
+        handle.write(text)
+    print(f"{layout.PARAMS}: now preset {name}")
