@@ -1,31 +1,54 @@
 """Encoders and tokenizers: load from a hub name or a local directory, or build a tiny one.
 
 The tiny model is the `smoke` preset's "pretrained" encoder: a BERT built from a config in
-code with a seeded random initialisation and a WordPiece vocabulary learnt from the
+code with a seeded random initialisation and a WordPiece vocabulary counted from the
 fixture text, so the whole pipeline runs in seconds with no download.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def wordpiece_vocabulary(texts: Iterable[str], vocab_size: int) -> list[str]:
+    """Special tokens, every character (alone and as a ``##`` continuation), then the most
+    frequent words, ties broken alphabetically.
+
+    Built here rather than with ``tokenizers``' WordPieceTrainer, whose choice among equally
+    frequent candidates changes from process to process: a fixed seed must give a fixed model.
+    """
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.NFC()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({char for word in counts for char in word})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{char}" for char in chars)]
+    known = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+    return vocab
+
+
 def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A BERT-style cased WordPiece tokenizer learnt from ``texts`` (deterministic)."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    """A BERT-style cased WordPiece tokenizer over ``texts`` (deterministic)."""
+    vocab = wordpiece_vocabulary(texts, vocab_size)
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tokenizer.train_from_iterator(list(texts), trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -1,0 +1,150 @@
+"""The smoke pipeline end to end through the `ltsft` CLI, in a scratch directory.
+
+Budgets are cut to a few steps so the whole file runs in well under a minute; the stages
+run in-process (as `dvc repro` would run them as commands) to avoid import overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from stages.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def smoke_params(**overrides) -> dict:
+    params = yaml.safe_load((REPO / "presets" / "smoke.yaml").read_text())
+    for phase in ("lang_sft", "task_sft"):
+        params[phase]["phase1"] = {"steps": 3}
+        params[phase]["phase2"] = {"steps": 3}
+    params["data"]["root"] = str(REPO / "tests" / "fixtures" / "smoke")
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return params
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "presets", tmp_path / "presets")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_params(params: dict) -> None:
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+
+
+def ltsft(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def run_pipeline(params: dict) -> list[dict]:
+    write_params(params)
+    steps = [("download",), ("prepare-model",)]
+    steps += [("train-lang", lang) for lang in params["languages"]]
+    steps += [("train-task", "pos"), ("evaluate", "pos"), ("report",)]
+    for step in steps:
+        result = ltsft(*step)
+        assert result.exit_code == 0, (step, result.output, result.exception)
+    return json.loads(Path("results/pos/lt-sft.json").read_text())
+
+
+def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
+    rows = run_pipeline(smoke_params())
+    assert {(r["method"], r["lang"]) for r in rows} == {
+        (m, lang) for m in ("lt-sft", "lt-sft-task-only") for lang in ("xx", "yy")
+    }
+    assert all(r["task"] == "pos" and r["metric"] == "accuracy" and 0 <= r["value"] <= 1 for r in rows)
+    html = Path("reports/index.html").read_text()
+    assert "lt-sft-task-only" in html and "POS" in html
+    metrics = json.loads(Path("reports/metrics.json").read_text())
+    assert set(metrics["pos"]["lt-sft"]) == {"xx", "yy", "avg"}
+
+    info = ltsft("diff", "info", "diffs/task/pos", "--json")
+    assert info.exit_code == 0, info.output
+    facts = json.loads(info.output)
+    assert {"nnz", "k", "density", "file_bytes", "sparse_bytes_per_entry", "base_fingerprint"} <= set(facts)
+    assert 0 < facts["nnz"] <= facts["k"] == 20000
+
+    # Same seed, same everything: bit-identical results.
+    first = Path("results/pos/lt-sft.json").read_bytes()
+    shutil.rmtree("diffs"), shutil.rmtree("results")
+    run_pipeline(smoke_params())
+    assert Path("results/pos/lt-sft.json").read_bytes() == first
+
+
+@pytest.mark.parametrize(
+    ("override", "command", "expected"),
+    [
+        ({"sparsity.k": 0}, ("download",), "sparsity.k: must be an integer >= 1 (got 0)"),
+        ({"sparsity.k": -5}, ("train-lang", "en"), "sparsity.k"),
+        ({"sparsity.task_k": "many"}, ("train-task", "pos"), "sparsity.task_k"),
+        ({"tasks.pos.targets": ["xx", "zz"]}, ("download",), "tasks.pos.targets: unknown language 'zz'"),
+        ({"tasks": {"parsing": {"source": "en", "targets": ["xx"]}}}, ("download",), "tasks.parsing: unknown task"),
+        ({"lang_sft.phase1": {"steps": 0}}, ("train-lang", "en"), "lang_sft.phase1.steps"),
+        ({"data.root": "/nonexistent/fixtures"}, ("download",), "data.root"),
+    ],
+)
+def test_bad_params_fail_with_one_line(workdir, override, command, expected):
+    write_params(smoke_params(**override))
+    result = ltsft(*command)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.output
+    assert "Traceback" not in result.output
+    assert not Path("data").exists() and not Path("diffs").exists()
+
+
+def test_unknown_language_argument_and_missing_inputs(workdir):
+    write_params(smoke_params())
+    result = ltsft("train-lang", "fr")
+    assert result.exit_code == 2 and "languages.fr" in result.output
+    result = ltsft("train-lang", "en")  # nothing downloaded yet
+    assert result.exit_code == 2 and "data/text/en/train.txt: not found" in result.output or "models/base" in result.output
+
+
+def test_missing_fixture_file_is_named(workdir, tmp_path):
+    root = tmp_path / "fixtures"
+    shutil.copytree(REPO / "tests" / "fixtures" / "smoke", root)
+    (root / "pos" / "yy" / "test.conllu").unlink()
+    write_params(smoke_params(**{"data.root": str(root)}))
+    result = ltsft("download")
+    assert result.exit_code == 2
+    assert "pos/yy/test.conllu: not found" in result.output
+    assert not Path("data").exists()
+
+
+def test_k_larger_than_model_fails_before_training(workdir):
+    run_params = smoke_params(**{"sparsity.lang_k": 10**9})
+    write_params(run_params)
+    assert ltsft("download").exit_code == 0
+    assert ltsft("prepare-model").exit_code == 0
+    result = ltsft("train-lang", "en")
+    assert result.exit_code == 2
+    assert "sparsity.lang_k: K=1000000000 exceeds the model's" in result.output
+    assert not Path("diffs").exists()
+
+
+def test_preset_command(workdir):
+    assert ltsft("preset", "smoke").exit_code == 0
+    assert yaml.safe_load(Path("params.yaml").read_text())["preset"] == "smoke"
+    result = ltsft("preset", "nope")
+    assert result.exit_code == 2 and "preset 'nope'" in result.output and "smoke" in result.output
+
+
+def test_help_everywhere():
+    for command in ([], ["download"], ["train-lang"], ["evaluate"], ["diff", "info"], ["bench"], ["preset"]):
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
