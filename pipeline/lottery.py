@@ -102,6 +102,7 @@ def run_trainer(
             logging_steps=max(1, (budget.steps or 50) // 5),
             disable_tqdm=not config.progress,
             dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
         )
         trainer = Trainer(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 
 CHUNK = 1 << 22  # entries scored at a time: 16 MiB of float32
@@ -28,15 +29,23 @@ _INF_HIGH_BITS = 0x7F80  # top 16 bits of +inf; anything at or above is inf or N
 Scorer = Callable[[str, int, int], torch.Tensor]
 
 
+def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """Zero-copy numpy view of a CPU tensor (chunks of GPU tensors are copied over)."""
+    tensor = tensor.detach().reshape(-1).cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()  # numpy has no bfloat16
+
+
 def magnitude_scorer(
     before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]
 ) -> Scorer:
     """Scores |after − before|: how far each entry moved during dense fine-tuning."""
 
     def score(name: str, start: int, end: int) -> torch.Tensor:
-        a = after[name].detach().reshape(-1)[start:end]
-        b = before[name].detach().reshape(-1)[start:end].to(a.device)
-        return (a - b).abs_().float()
+        a = _as_numpy(after[name].reshape(-1)[start:end])
+        b = _as_numpy(before[name].reshape(-1)[start:end])
+        # numpy, not torch: on small CPUs torch's elementwise kernels cost several times more.
+        out = np.subtract(a, b, dtype=np.float32)
+        return torch.from_numpy(np.abs(out, out=out))
 
     return score
 
@@ -45,35 +54,47 @@ def random_scorer(seed: int) -> Scorer:
     """Uniform random scores: top-K of them is a uniformly random K-subset (Rand-SFT)."""
 
     def score(name: str, start: int, end: int) -> torch.Tensor:
-        # One generator per (tensor, chunk) so the scores do not depend on visiting order.
+        # One generator per (tensor, chunk) so the scores do not depend on visiting order;
         # zlib.crc32, not hash(): Python salts str hashes per process.
-        generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{name}:{start}".encode()))
-        return torch.rand(end - start, generator=generator)
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode()), start])
+        return torch.from_numpy(rng.random(end - start, dtype=np.float32))
 
     return score
 
 
 def _bit_chunks(
     scorer: Scorer, sizes: Mapping[str, int], exclude: Mapping[str, torch.Tensor]
-) -> Iterable[tuple[str, int, torch.Tensor]]:
+) -> Iterable[tuple[str, int, np.ndarray]]:
     """Yield (name, start, int32 bit patterns) chunk by chunk; excluded entries get -1."""
     for name, numel in sizes.items():
         excluded = exclude.get(name)
+        excluded = excluded.cpu().numpy() if excluded is not None and excluded.numel() else None
         for start in range(0, numel, CHUNK):
             end = min(start + CHUNK, numel)
-            scores = scorer(name, start, end).to(torch.float32).contiguous()
-            bits = scores.view(torch.int32)
-            if excluded is not None and excluded.numel():
-                lo, hi = torch.searchsorted(excluded, torch.tensor([start, end]))
-                bits[excluded[lo:hi] - start] = -1
+            scores = np.ascontiguousarray(_as_numpy(scorer(name, start, end)), dtype=np.float32)
+            bits = scores.view(np.int32)
+            if (bits < 0).any():  # checked here, before -1 marks the excluded entries
+                raise ValueError("selection scores must be non-negative")
+            if excluded is not None:
+                lo, hi = np.searchsorted(excluded, [start, end])
+                if hi > lo:
+                    bits = bits.copy()  # the scorer may return a view of its caller's tensor
+                    bits[excluded[lo:hi] - start] = -1
             yield name, start, bits
 
 
-def _boundary_bin(hist: torch.Tensor, needed: int) -> tuple[int, int]:
+def _histogram(values: np.ndarray) -> np.ndarray:
+    try:
+        return np.bincount(values, minlength=_BINS)
+    except ValueError:
+        raise ValueError("selection scores must be non-negative") from None
+
+
+def _boundary_bin(hist: np.ndarray, needed: int) -> tuple[int, int]:
     """The bin holding the ``needed``-th largest value, and how many lie in higher bins."""
-    from_top = torch.flip(hist, [0]).cumsum(0)
-    position = int(torch.searchsorted(from_top, torch.tensor(needed)))
-    boundary = hist.numel() - 1 - position
+    from_top = np.cumsum(hist[::-1])
+    position = int(np.searchsorted(from_top, needed))
+    boundary = hist.size - 1 - position
     above = int(from_top[position - 1]) if position else 0
     return boundary, above
 
@@ -97,40 +118,41 @@ def select_top_k(
         return {}
 
     # Pass 1: histogram of the top 16 bits of every score.
-    high_hist = torch.zeros(_BINS, dtype=torch.int64)
+    high_hist = np.zeros(_BINS, dtype=np.int64)
     for _, _, bits in _bit_chunks(scorer, sizes, exclude):
-        valid = bits[bits >= 0] if exclude else bits
-        if bool((valid < 0).any()):
-            raise ValueError("selection scores must be non-negative")
-        high_hist += torch.bincount(valid >> 16, minlength=_BINS)
+        if exclude:
+            bits = bits[bits >= 0]
+        high_hist += _histogram(np.right_shift(bits, 16))
     if int(high_hist[_INF_HIGH_BITS:].sum()):
         raise ValueError("non-finite weight change (inf or NaN): training diverged")
     high_bin, above_high = _boundary_bin(high_hist, k)
 
     # Pass 2: histogram of the low 16 bits inside the boundary bin.
-    low_hist = torch.zeros(_BINS, dtype=torch.int64)
+    low_hist = np.zeros(_BINS, dtype=np.int64)
     for _, _, bits in _bit_chunks(scorer, sizes, exclude):
-        inside = bits[(bits >> 16) == high_bin]
-        low_hist += torch.bincount(inside & 0xFFFF, minlength=_BINS)
+        inside = bits[np.right_shift(bits, 16) == high_bin]
+        low_hist += _histogram(np.bitwise_and(inside, 0xFFFF))
     low_bin, above_low = _boundary_bin(low_hist, k - above_high)
     threshold = (high_bin << 16) | low_bin
     ties_to_take = k - above_high - above_low
 
     # Pass 3: everything strictly above the threshold, plus the first ties by position.
-    picked: dict[str, list[torch.Tensor]] = {}
+    # Chunks come in increasing position, so per-tensor concatenation is already sorted.
+    picked: dict[str, list[np.ndarray]] = {}
     for name, start, bits in _bit_chunks(scorer, sizes, exclude):
-        parts = picked.setdefault(name, [])
-        parts.append(torch.nonzero(bits > threshold, as_tuple=True)[0] + start)
+        chosen = bits > threshold
         if ties_to_take:
-            ties = torch.nonzero(bits == threshold, as_tuple=True)[0][:ties_to_take]
-            ties_to_take -= int(ties.numel())
-            parts.append(ties + start)
-    selected = {}
-    for name, parts in picked.items():
-        indices = torch.sort(torch.cat(parts)).values
-        if indices.numel():
-            selected[name] = indices
-    return selected
+            ties = np.flatnonzero(bits == threshold)[:ties_to_take]
+            ties_to_take -= ties.size
+            chosen[ties] = True
+        positions = np.flatnonzero(chosen)
+        if positions.size:
+            positions += start
+            picked.setdefault(name, []).append(positions)
+    return {
+        name: torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        for name, parts in picked.items()
+    }
 
 
 def merge_indices(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

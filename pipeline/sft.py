@@ -114,6 +114,7 @@ class SparseDiff:
     k: int | None = None
     base_model: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = field(default=None, compare=False)  # the directory it was loaded from
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -193,10 +194,15 @@ class SparseDiff:
 
     # ----------------------------------------------------------------- model surgery
     def _check_model(self, model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-        found = model_fingerprint(model, self.shapes)
+        where = f"{self.source}: " if self.source else ""
+        try:
+            found = model_fingerprint(model, self.shapes)
+        except DiffError as err:
+            raise DiffError(f"{where}{err}") from None
         if found != self.base_fingerprint:
             raise DiffError(
-                f"diff base fingerprint {self.base_fingerprint} does not match the model's {found}"
+                f"{where}diff base fingerprint {self.base_fingerprint} does not match the model's {found} "
+                "(a diff for another base model?)"
             )
         return dict(model.named_parameters())
 
@@ -349,10 +355,14 @@ class SparseDiff:
                 raise DiffError(f"{blob}: {name} has {values[name].numel()} values, not {entry['nnz']}")
         dense = {name: take(f"dense/{name}") for name in meta["dense"]}
         diff = cls(shapes, dtypes, indices, values, dense, k=meta["k"],
-                   base_model=meta["base_model"], provenance=meta["provenance"])
+                   base_model=meta["base_model"], provenance=meta["provenance"], source=path)
         if diff.base_fingerprint != meta["base_fingerprint"]:
             raise DiffError(f"{path / META_FILE}: fingerprint does not match its own tensor list")
         return diff
+
+
+_REQUIRED_META = ("base_model", "base_fingerprint", "k", "maskable", "dense", "provenance",
+                  "tensors_sha256", "tensors_bytes")
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -364,8 +374,11 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DiffError(f"{meta_path}: not valid JSON ({err.__class__.__name__})") from None
-    if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
         raise DiffError(f"{meta_path}: not a {FORMAT_NAME} v{FORMAT_VERSION} file")
+    missing = [key for key in _REQUIRED_META if key not in meta]
+    if missing:
+        raise DiffError(f"{meta_path}: missing field {missing[0]!r}")
     return meta
 
 

@@ -17,6 +17,9 @@ from pipeline.tasks import DOWNSTREAM_TASKS
 from stages.layout import PARAMS
 
 
+LANGUAGE_SETTINGS = {"name", "text"}  # display name; raw-text sources (later presets)
+
+
 class UserError(Exception):
     """Bad input from the user (params, paths, files): reported as one line, no traceback."""
 
@@ -146,6 +149,12 @@ def parse_params(tree: dict[str, Any]) -> Params:
     if not isinstance(languages, dict) or not languages:
         raise ConfigError("languages: must map language codes to settings")
     languages = {str(code): (settings or {}) for code, settings in languages.items()}
+    for code, settings in languages.items():
+        if not isinstance(settings, dict):
+            raise ConfigError(f"languages.{code}: must be a mapping such as {{name: ...}}")
+        unknown = sorted(set(settings) - LANGUAGE_SETTINGS)
+        if unknown:
+            raise ConfigError(f"languages.{code}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(LANGUAGE_SETTINGS))})")
 
     task_tree = _get(tree, "tasks")
     if not isinstance(task_tree, dict) or not task_tree:

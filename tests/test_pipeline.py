@@ -95,6 +95,7 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
         ({"tasks": {"parsing": {"source": "en", "targets": ["xx"]}}}, ("download",), "tasks.parsing: unknown task"),
         ({"lang_sft.phase1": {"steps": 0}}, ("train-lang", "en"), "lang_sft.phase1.steps"),
         ({"data.root": "/nonexistent/fixtures"}, ("download",), "data.root"),
+        ({"languages.yy": {"name": "Y (a", "b)": None}}, ("download",), "languages.yy: unknown setting 'b)'"),
     ],
 )
 def test_bad_params_fail_with_one_line(workdir, override, command, expected):
@@ -142,6 +143,14 @@ def test_preset_command(workdir):
     assert yaml.safe_load(Path("params.yaml").read_text())["preset"] == "smoke"
     result = ltsft("preset", "nope")
     assert result.exit_code == 2 and "preset 'nope'" in result.output and "smoke" in result.output
+
+
+def test_presets_are_valid():
+    from stages.config import parse_params
+
+    for preset in (REPO / "presets").glob("*.yaml"):
+        parse_params(yaml.safe_load(preset.read_text()))
+    assert yaml.safe_load((REPO / "params.yaml").read_text())["preset"] in {p.stem for p in (REPO / "presets").glob("*.yaml")}
 
 
 def test_help_everywhere():

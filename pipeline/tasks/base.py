@@ -7,7 +7,7 @@ interface, so adding a task is adding one module under ``pipeline/tasks/``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -59,10 +59,12 @@ class Task(ABC):
         ]
 
 
-def batches(features: list[Features], collate: Callable, batch_size: int) -> DataLoader:
-    """Evaluation batches in order (no shuffling, so metrics are deterministic)."""
-    return DataLoader(features, batch_size=batch_size, shuffle=False, collate_fn=collate)
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def eval_batches(
+    model: torch.nn.Module, features: list[Features], collate: Callable, batch_size: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches in order (no shuffling, so metrics are deterministic), on the model's device,
+    with the model switched to eval mode (no dropout)."""
+    model.eval()
+    device = next(model.parameters()).device
+    for batch in DataLoader(features, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        yield {key: value.to(device) for key, value in batch.items()}

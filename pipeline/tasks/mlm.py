@@ -18,7 +18,7 @@ from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, 
 
 from pipeline.data.text import read_lines
 from pipeline.models import untie_output_embeddings
-from pipeline.tasks.base import Features, Task, batches, model_device
+from pipeline.tasks.base import Features, Task, eval_batches
 
 MASK_PROBABILITY = 0.15
 EVAL_MASK_SEED = 0
@@ -55,12 +55,9 @@ class MaskedLM(Task):
         max_length: int, batch_size: int,
     ) -> dict[str, float]:
         """Mean cross-entropy over masked positions, masks fixed by EVAL_MASK_SEED."""
-        model.eval()
-        device = model_device(model)
         features = self.featurize(examples, tokenizer, max_length)
         total_loss, total_masked = 0.0, 0
-        for batch in batches(features, self.collator(tokenizer, seed=EVAL_MASK_SEED), batch_size):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for batch in eval_batches(model, features, self.collator(tokenizer, seed=EVAL_MASK_SEED), batch_size):
             masked = int((batch["labels"] != -100).sum())
             if not masked:
                 continue

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from pipeline.data.conllu import UPOS_TAGS, Sentence, read_conllu
-from pipeline.tasks.base import Features, Task, batches, model_device
+from pipeline.tasks.base import Features, Task, eval_batches
 
 IGNORE = -100
 
@@ -71,12 +71,9 @@ class PosTagging(Task):
         self, model: PreTrainedModel, examples: Sequence[Sentence], tokenizer: PreTrainedTokenizerFast,
         max_length: int, batch_size: int,
     ) -> dict[str, float]:
-        model.eval()
-        device = model_device(model)
         features = self.featurize(examples, tokenizer, max_length)
         correct = 0
-        for batch in batches(features, self.collator(tokenizer), batch_size):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for batch in eval_batches(model, features, self.collator(tokenizer), batch_size):
             labels = batch.pop("labels")
             predicted = model(**batch).logits.argmax(-1)
             scored = labels != IGNORE

@@ -1,0 +1,76 @@
+"""`ltsft bench`: cost figures of LT-SFT's machinery on an mBERT-size model (pipeline/bench.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import write_json
+from pipeline.bench import run_benchmark
+
+# (key, label, unit, format) in print order; absent or None values print as "-".
+ROWS: list[tuple[str, str, str, str]] = [
+    ("maskable_entries", "maskable entries", "", "{:,}"),
+    ("k", "K", "", "{:,}"),
+    ("selection_seconds", "selection (ours, median)", "s", "{:.2f}"),
+    ("selection_extra_peak_mib", "selection (ours) extra peak", "MiB", "{:,.1f}"),
+    ("naive_selection_seconds", "selection (naive reference)", "s", "{:.2f}"),
+    ("naive_selection_extra_peak_mib", "selection (naive) extra peak", "MiB", "{:,.1f}"),
+    ("selection_speedup_vs_naive", "speed-up vs naive", "x", "{:.1f}"),
+    ("selection_matches_naive", "same entries as naive", "", "{}"),
+    ("selected_count", "selected (ours)", "", "{:,}"),
+    ("naive_selected_count", "selected (naive, with ties)", "", "{:,}"),
+    ("nnz", "diff entries", "", "{:,}"),
+    ("file_bytes", "diff size on disk", "bytes", "{:,}"),
+    ("bytes_per_entry", "bytes per entry", "B", "{:.3f}"),
+    ("save_seconds", "diff save (median)", "s", "{:.2f}"),
+    ("load_apply_seconds", "diff load + apply (median)", "s", "{:.2f}"),
+    ("apply_revert_max_abs_err", "apply+revert max |θ-θ0|", "", "{:.2e}"),
+    ("dense_step_seconds", "dense step (AdamW)", "ms", "{:.1f}"),
+    ("dense_fused_step_seconds", "dense step (fused AdamW)", "ms", "{:.1f}"),
+    ("sparse_step_seconds", "sparse step (SparseAdamW)", "ms", "{:.1f}"),
+    ("sparse_step_over_dense", "sparse / dense step", "x", "{:.3f}"),
+    ("sparse_step_over_dense_paired", "sparse / dense, per-round median", "x", "{:.3f}"),
+    ("sparse_step_over_dense_min", "sparse / dense, fastest steps", "x", "{:.3f}"),
+    ("sparse_step_over_dense_fused", "sparse / dense-fused step", "x", "{:.3f}"),
+    ("dense_optimizer_seconds", "  of which optimizer (AdamW)", "ms", "{:.1f}"),
+    ("dense_fused_optimizer_seconds", "  of which optimizer (fused)", "ms", "{:.1f}"),
+    ("sparse_optimizer_seconds", "  of which optimizer (sparse)", "ms", "{:.1f}"),
+    ("torch_version", "torch", "", "{}"),
+    ("cpu_count", "CPUs", "", "{}"),
+    ("wall_seconds", "total wall time", "s", "{:.1f}"),
+]
+_MS_KEYS = {key for key, _, unit, _ in ROWS if unit == "ms"}
+
+
+def _progress(message: str) -> None:
+    print(f"[bench] {message} ...", file=sys.stderr, flush=True)
+
+
+def format_table(figures: dict[str, Any]) -> str:
+    """The figures as aligned ``label  value unit`` lines (step times shown in ms)."""
+    width = max(len(label) for _, label, _, _ in ROWS)
+    lines = []
+    for key, label, unit, fmt in ROWS:
+        value = figures.get(key)
+        if value is None:
+            text = "-"
+        else:
+            text = fmt.format(value * 1000 if key in _MS_KEYS else value)
+        lines.append(f"{label:<{width}}  {text:>16} {unit}".rstrip())
+    if figures.get("selection_seconds_runs"):
+        runs = ", ".join(f"{t:.2f}" for t in figures["selection_seconds_runs"])
+        lines.append(f"{'selection (ours) every run':<{width}}  {runs} s")
+    if figures.get("step_setup"):
+        lines.append(f"{'step setup':<{width}}  {figures['step_setup']}")
+    return "\n".join(lines)
+
+
+def run(json_out: Path | None, k: int, skip_naive: bool) -> dict[str, Any]:
+    """Measure everything once, print the table, and write the JSON if asked."""
+    figures = run_benchmark(k=k, skip_naive=skip_naive, progress=_progress)
+    print(format_table(figures))
+    if json_out is not None:
+        write_json(json_out, figures)
+    return figures
