@@ -12,13 +12,13 @@ It also owns two things that must see exactly the trainable entries:
 - the L1 penalty towards θ0, λ·Σ|θ − θ0| / N, added as its subgradient λ·sign(θ − θ0)/N
   before clipping: the same update as adding the term to the loss, without building a
   model-sized autograd graph for it.
-Parameters without an index set are updated densely (the task head, or every parameter
-in LT-SFT's phase 1), with the same arithmetic as ``torch.optim.AdamW``.
+The update itself is torch's own (fused where available) AdamW, run on the parameter for
+dense parameters (the task head, or everything in LT-SFT's phase 1) and on a K-sized copy
+of the selected entries for masked ones.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -46,19 +46,36 @@ class SparseAdamW(torch.optim.Optimizer):
         self.l1_scale = l1_lambda / max(l1_normaliser, 1)
         self._indices: dict[int, torch.Tensor] = {}
         self._l1_reference: dict[int, torch.Tensor] = {}
+        # What torch's AdamW updates: the parameter itself when dense; for an indexed one,
+        # a K-sized "shadow" holding its selected entries. The shadow is the master copy for
+        # the phase (gathered once here, scattered back after every step): nothing else may
+        # write those entries while this optimizer trains them.
+        self._targets: dict[int, torch.Tensor] = {}
         for p in params:
             idx = (trainable_indices or {}).get(p)
             if idx is not None:
-                self._indices[id(p)] = idx.to(p.device, torch.int64)
+                idx = idx.to(p.device, torch.int64)
+                self._indices[id(p)] = idx
+            if idx is None:
+                self._targets[id(p)] = p
+            elif idx.numel():
+                self._targets[id(p)] = p.detach().reshape(-1).index_select(0, idx)
             ref = (l1_reference or {}).get(p) if self.l1_scale else None
-            if ref is not None:
-                ref = ref.to(p.device).reshape(-1)
+            if ref is not None and id(p) in self._targets:
+                ref = ref.detach().to(p.device).reshape(-1)
                 # Keep only what is needed: θ0 at the trainable entries.
-                self._l1_reference[id(p)] = ref.index_select(0, idx.to(p.device)) if idx is not None else ref
-
-    def _trainable_view(self, p: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        idx = self._indices.get(id(p))
-        return flat if idx is None else flat.index_select(0, idx)
+                self._l1_reference[id(p)] = ref.index_select(0, idx) if idx is not None else ref
+        # torch's fused AdamW (Trainer's default) where the device supports it.
+        inner_groups = [
+            {"params": [self._targets[id(p)] for p in group["params"] if id(p) in self._targets]}
+            for group in self.param_groups
+        ]
+        inner_groups = [g for g in inner_groups if g["params"]] or [{"params": [torch.zeros(1)]}]
+        try:
+            self._inner = torch.optim.AdamW(inner_groups, lr=lr, betas=betas, eps=eps,
+                                            weight_decay=weight_decay, fused=True)
+        except RuntimeError:
+            self._inner = torch.optim.AdamW(inner_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -68,47 +85,54 @@ class SparseAdamW(torch.optim.Optimizer):
                 loss = closure()
 
         # 1. Gather the gradient of every trainable entry (plus the L1 subgradient).
-        work: list[tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        grads: list[torch.Tensor] = []
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None or (id(p) in self._indices and not self._indices[id(p)].numel()):
+                target = self._targets.get(id(p))
+                if target is None:
                     continue
-                value = self._trainable_view(p, p.data.view(-1))
-                grad = self._trainable_view(p, p.grad.reshape(-1))
+                idx = self._indices.get(id(p))
+                if p.grad is None:
+                    target.grad = None
+                    continue
+                if idx is None:
+                    grad = p.grad
+                else:
+                    grad = p.grad.reshape(-1).index_select(0, idx)
+                    target.grad = grad
                 ref = self._l1_reference.get(id(p))
                 if ref is not None:
-                    grad = grad + self.l1_scale * torch.sign(value - ref)
-                work.append((group, p, value, grad))
+                    grad.reshape(-1).add_(torch.sign(target.detach().reshape(-1) - ref), alpha=self.l1_scale)
+                grads.append(grad)
 
         # 2. Clip the global norm of exactly those gradients.
-        if self.max_grad_norm and work:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for *_, g in work]))
-            coef = self.max_grad_norm / (float(norm) + 1e-6)
-            if coef < 1.0:
-                for *_, g in work:
-                    g.mul_(coef)
+        if self.max_grad_norm and grads:
+            total = torch.nn.utils.get_total_norm(grads)
+            coef = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)  # as clip_grad_norm_
+            for grad in grads:
+                grad.mul_(coef)
 
-        # 3. AdamW on the gathered entries, then scatter back.
-        for group, p, value, grad in work:
-            beta1, beta2 = group["betas"]
-            state = self.state[p]
-            if not state:
-                state["step"] = 0
-                state["exp_avg"] = torch.zeros_like(value)
-                state["exp_avg_sq"] = torch.zeros_like(value)
-            state["step"] += 1
-            step = state["step"]
-            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            if group["weight_decay"]:
-                value.mul_(1 - group["lr"] * group["weight_decay"])
-            exp_avg.lerp_(grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            bias1 = 1 - beta1**step
-            bias2 = 1 - beta2**step
-            denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(group["eps"])
-            value.addcdiv_(exp_avg, denom, value=-group["lr"] / bias1)
-            idx = self._indices.get(id(p))
-            if idx is not None:
-                p.data.view(-1).index_copy_(0, idx, value)
-            # Dense parameters were updated in place through the view.
+        # 3. torch's AdamW on the targets (the schedule's lr copied in), then scatter back.
+        for outer, inner in zip((g for g in self.param_groups if any(id(p) in self._targets for p in g["params"])),
+                                self._inner.param_groups):
+            for key in ("lr", "betas", "eps", "weight_decay"):
+                inner[key] = outer[key]
+        self._inner.step()
+        for p_id, target in self._targets.items():
+            # Expose the update's state under the model's parameter, as any optimizer does.
+            if target in self._inner.state:
+                self.state[self._param_by_id(p_id)] = self._inner.state[target]
+        for p_id, idx in self._indices.items():
+            target = self._targets.get(p_id)
+            if target is not None and target.grad is not None:
+                self._param_by_id(p_id).data.view(-1).index_copy_(0, idx, target)
         return loss
+
+    def _param_by_id(self, p_id: int) -> torch.nn.Parameter:
+        if not hasattr(self, "_params_by_id"):
+            self._params_by_id = {id(p): p for g in self.param_groups for p in g["params"]}
+        return self._params_by_id[p_id]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none)
+        self._inner.zero_grad(set_to_none)
