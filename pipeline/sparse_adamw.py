@@ -44,6 +44,7 @@ class SparseAdamW(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.max_grad_norm = max_grad_norm
         self.l1_scale = l1_lambda / max(l1_normaliser, 1)
+        self._params_by_id = {id(p): p for p in params}
         self._indices: dict[int, torch.Tensor] = {}
         self._l1_reference: dict[int, torch.Tensor] = {}
         # What torch's AdamW updates: the parameter itself when dense; for an indexed one,
@@ -121,17 +122,12 @@ class SparseAdamW(torch.optim.Optimizer):
         for p_id, target in self._targets.items():
             # Expose the update's state under the model's parameter, as any optimizer does.
             if target in self._inner.state:
-                self.state[self._param_by_id(p_id)] = self._inner.state[target]
+                self.state[self._params_by_id[p_id]] = self._inner.state[target]
         for p_id, idx in self._indices.items():
             target = self._targets.get(p_id)
             if target is not None and target.grad is not None:
-                self._param_by_id(p_id).data.view(-1).index_copy_(0, idx, target)
+                self._params_by_id[p_id].data.view(-1).index_copy_(0, idx, target)
         return loss
-
-    def _param_by_id(self, p_id: int) -> torch.nn.Parameter:
-        if not hasattr(self, "_params_by_id"):
-            self._params_by_id = {id(p): p for g in self.param_groups for p in g["params"]}
-        return self._params_by_id[p_id]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
