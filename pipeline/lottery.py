@@ -16,31 +16,17 @@ LayerNorm parameters are frozen throughout, as in every reference run.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel
 
 from pipeline.selection import magnitude_scorer, merge_indices, random_scorer, select_top_k
 from pipeline.sft import SparseDiff, layer_norm_parameter_names, maskable_parameter_names, snapshot
 from pipeline.sparse_adamw import SparseAdamW
-
-
-@dataclass(frozen=True)
-class PhaseBudget:
-    """How long one phase trains: a number of optimizer steps, or of epochs."""
-
-    steps: int | None = None
-    epochs: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.steps is None) == (self.epochs is None):
-            raise ValueError("a phase budget needs exactly one of steps or epochs")
-        if (self.steps is not None and self.steps <= 0) or (self.epochs is not None and self.epochs <= 0):
-            raise ValueError("a phase budget must be positive")
+from pipeline.training import PhaseBudget, run_trainer  # noqa: F401  (PhaseBudget re-exported)
 
 
 @dataclass(frozen=True)
@@ -72,45 +58,6 @@ def freeze_layer_norms(model: torch.nn.Module) -> None:
     params = dict(model.named_parameters())
     for name in layer_norm_parameter_names(model):
         params[name].requires_grad_(False)
-
-
-def run_trainer(
-    model: PreTrainedModel,
-    optimizer: torch.optim.Optimizer,
-    train_features: Sequence[dict],
-    collator: Callable,
-    budget: PhaseBudget,
-    config: LotteryConfig,
-    description: str,
-) -> list[dict[str, Any]]:
-    """One training phase in a plain Trainer; returns its log history."""
-    with tempfile.TemporaryDirectory(prefix="ltsft-trainer-") as out_dir:
-        args = TrainingArguments(
-            output_dir=out_dir,
-            run_name=description,
-            per_device_train_batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            max_steps=budget.steps if budget.steps is not None else -1,
-            num_train_epochs=budget.epochs if budget.epochs is not None else 1.0,
-            lr_scheduler_type="linear",
-            max_grad_norm=0.0,  # SparseAdamW clips the gradient of the trainable entries only
-            seed=config.seed,
-            data_seed=config.seed,
-            save_strategy="no",
-            report_to="none",
-            logging_strategy="steps",
-            logging_steps=max(1, (budget.steps or 50) // 5),
-            disable_tqdm=not config.progress,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(),
-            remove_unused_columns=False,
-        )
-        trainer = Trainer(
-            model=model, args=args, train_dataset=list(train_features), data_collator=collator,
-            optimizers=(optimizer, None),
-        )
-        trainer.train()
-        return [dict(entry, phase=description) for entry in trainer.state.log_history]
 
 
 def train_lt_sft(

@@ -98,16 +98,30 @@ def train_task(
     stage.run(_prepare(params), task)
 
 
+@app.command("train-head")
+@one_line_errors
+def train_head(
+    task: Annotated[str, typer.Argument(help="Task name, a key under `tasks:` in params (e.g. pos).")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Train the head-only floor (frozen θ0 + a trained head) into diffs/head/TASK."""
+    from stages import train_head as stage
+
+    stage.run(_prepare(params), task)
+
+
 @app.command()
 @one_line_errors
 def evaluate(
     task: Annotated[str, typer.Argument(help="Task name, a key under `tasks:` in params.")],
+    methods: Annotated[str, typer.Option(
+        "--methods", help="Method group: lt-sft (lt-sft and lt-sft-task-only) or head-only.")] = "lt-sft",
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Compose task + target-language diffs and score zero-shot into results/TASK/."""
+    """Compose diffs onto θ0 and score zero-shot on every target into results/TASK/GROUP.json."""
     from stages import evaluate as stage
 
-    stage.run(_prepare(params), task)
+    stage.run(_prepare(params), task, methods)
 
 
 @app.command()

@@ -59,6 +59,30 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class RunSpec:
+    """A run's settings for pipeline.training.run_trainer (duck-typed RunSettings)."""
+
+    batch_size: int
+    learning_rate: float
+    seed: int
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class HeadOnlySpec:
+    """The head-only floor: one dense phase training a head on the frozen encoder."""
+
+    phase: PhaseBudget
+    batch_size: int
+    learning_rate: float
+    max_grad_norm: float
+    max_length: int
+
+    def run(self, seed: int) -> RunSpec:
+        return RunSpec(self.batch_size, self.learning_rate, seed)
+
+
+@dataclass(frozen=True)
 class Params:
     raw: dict[str, Any]
     preset: str
@@ -69,6 +93,7 @@ class Params:
     task_k: int
     lang_sft: TrainSpec
     task_sft: TrainSpec
+    head_only: HeadOnlySpec
     eval_batch_size: int
     eval_max_length: int
 
@@ -188,6 +213,13 @@ def parse_params(tree: dict[str, Any]) -> Params:
         task_k=task_k,
         lang_sft=_train_spec(tree, "lang_sft"),
         task_sft=_train_spec(tree, "task_sft"),
+        head_only=HeadOnlySpec(
+            phase=_budget(tree, "head_only.phase"),
+            batch_size=_int(tree, "head_only.batch_size"),
+            learning_rate=_float(tree, "head_only.learning_rate", exclusive=True),
+            max_grad_norm=_float(tree, "head_only.max_grad_norm"),
+            max_length=_int(tree, "head_only.max_length", minimum=8),
+        ),
         eval_batch_size=_int(tree, "eval.batch_size"),
         eval_max_length=_int(tree, "eval.max_length", minimum=8),
     )

@@ -34,6 +34,11 @@ def task_diff(task: str) -> Path:
     return DIFFS / "task" / task
 
 
+def head_diff(task: str) -> Path:
+    """The head-only baseline: a diff with no sparse entries, only the trained head."""
+    return DIFFS / "head" / task
+
+
 def results_file(task: str, method_group: str) -> Path:
     return RESULTS / task / f"{method_group}.json"
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import pipeline.lottery as lottery
+import pipeline.training as training
 from pipeline.lottery import LotteryConfig, PhaseBudget, run_trainer, train_lt_sft
 from pipeline.selection import magnitude_scorer, select_top_k
 from pipeline.sft import SparseDiff, layer_norm_parameter_names, maskable_parameter_names, snapshot
@@ -220,7 +221,7 @@ def test_run_trainer_leaves_clipping_to_our_optimizer(monkeypatch, tagger0, budg
         def train(self):
             captured["trained"] = True
 
-    monkeypatch.setattr(lottery, "Trainer", FakeTrainer)
+    monkeypatch.setattr(training, "Trainer", FakeTrainer)
     model = copy.deepcopy(tagger0)
     optimizer = SparseAdamW(model.parameters(), lr=1e-3, max_grad_norm=1.0)
     config = make_config(max_grad_norm=1.0, learning_rate=3e-4, batch_size=2)

@@ -25,6 +25,7 @@ def smoke_params(**overrides) -> dict:
     for phase in ("lang_sft", "task_sft"):
         params[phase]["phase1"] = {"steps": 3}
         params[phase]["phase2"] = {"steps": 3}
+    params["head_only"]["phase"] = {"steps": 3}
     params["data"]["root"] = str(REPO / "tests" / "fixtures" / "smoke")
     for dotted, value in overrides.items():
         node = params
@@ -54,7 +55,8 @@ def run_pipeline(params: dict) -> list[dict]:
     write_params(params)
     steps = [("download",), ("prepare-model",)]
     steps += [("train-lang", lang) for lang in params["languages"]]
-    steps += [("train-task", "pos"), ("evaluate", "pos"), ("report",)]
+    steps += [("train-task", "pos"), ("train-head", "pos"), ("evaluate", "pos"),
+              ("evaluate", "pos", "--methods", "head-only"), ("report",)]
     for step in steps:
         result = ltsft(*step)
         assert result.exit_code == 0, (step, result.output, result.exception)
@@ -67,8 +69,10 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
         (m, lang) for m in ("lt-sft", "lt-sft-task-only") for lang in ("xx", "yy")
     }
     assert all(r["task"] == "pos" and r["metric"] == "accuracy" and 0 <= r["value"] <= 1 for r in rows)
+    head_rows = json.loads(Path("results/pos/head-only.json").read_text())
+    assert {(r["method"], r["lang"]) for r in head_rows} == {("head-only", "xx"), ("head-only", "yy")}
     html = Path("reports/index.html").read_text()
-    assert "lt-sft-task-only" in html and "POS" in html
+    assert "lt-sft-task-only" in html and "head-only" in html and "POS" in html
     metrics = json.loads(Path("reports/metrics.json").read_text())
     assert set(metrics["pos"]["lt-sft"]) == {"xx", "yy", "avg"}
 
@@ -77,6 +81,9 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
     facts = json.loads(info.output)
     assert {"nnz", "k", "density", "file_bytes", "sparse_bytes_per_entry", "base_fingerprint"} <= set(facts)
     assert 0 < facts["nnz"] <= facts["k"] == 20000
+
+    head = json.loads(ltsft("diff", "info", "diffs/head/pos", "--json").output)
+    assert head["nnz"] == 0 and head["dense_tensors"] == ["classifier.bias", "classifier.weight"]
 
     # Same seed, same everything: bit-identical results.
     first = Path("results/pos/lt-sft.json").read_bytes()
