@@ -389,7 +389,8 @@ def _sparse_arm(model: torch.nn.Module, lr: float, max_grad_norm: float, density
     ~``density`` of their entries, the head dense; SparseAdamW clips by itself."""
     params = dict(model.named_parameters())
     maskable = maskable_parameter_names(model)
-    dense = [n for n, p in params.items() if p.requires_grad and n not in set(maskable)]
+    maskable_set = set(maskable)
+    dense = [n for n, p in params.items() if p.requires_grad and n not in maskable_set]
     generator = torch.Generator().manual_seed(seed)
     indices = {params[n]: random_indices(params[n].numel(), density, generator) for n in maskable}
     optimizer = SparseAdamW(

@@ -31,8 +31,9 @@ def train_head_only(
     maskable = maskable_parameter_names(model)
     theta0 = snapshot(model, maskable)
     params = dict(model.named_parameters())
+    trainable = set(head)
     for name, param in params.items():
-        param.requires_grad_(name in set(head))
+        param.requires_grad_(name in trainable)
     optimizer = SparseAdamW([params[n] for n in head], lr=settings.learning_rate, max_grad_norm=max_grad_norm)
     run_trainer(model, optimizer, train_features, collator, budget, settings, "head-only")
     return SparseDiff.from_states(theta0, snapshot(model, [*maskable, *head]), maskable, head, **(diff_meta or {}))

@@ -79,7 +79,8 @@ def train_lt_sft(
     maskable = list(maskable if maskable is not None else maskable_parameter_names(model))
     params = dict(model.named_parameters())
     if dense is None:
-        dense = [n for n, p in params.items() if p.requires_grad and n not in set(maskable)]
+        maskable_set = set(maskable)
+        dense = [n for n, p in params.items() if p.requires_grad and n not in maskable_set]
     sizes = {name: params[name].numel() for name in maskable}
     total = sum(sizes.values())
     if not 0 < config.k <= total:
