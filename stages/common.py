@@ -65,8 +65,8 @@ def train_diff(
     diff); the saved diff is relative to it, and carries dev metrics before and after.
     """
     k = params.lang_k if kind == "lang" else params.task_k
-    params = dict(model.named_parameters())
-    maskable = sum(params[name].numel() for name in maskable_parameter_names(model))
+    weights = dict(model.named_parameters())
+    maskable = sum(weights[name].numel() for name in maskable_parameter_names(model))
     if k > maskable:
         raise ConfigError(f"{k_key(params, kind)}: K={k} exceeds the model's {maskable} maskable entries")
     if not train_examples:
