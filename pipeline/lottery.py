@@ -50,6 +50,7 @@ class LotteryResult:
     diff: SparseDiff
     # The dense phase-1 change of the last iteration, as a (non-sparse) diff: the
     # full fine-tuning that LT-SFT runs anyway, reused by the dense-composition ablation.
+    # None for random selection, which skips phase 1.
     phase1_diff: SparseDiff | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
 
@@ -101,19 +102,21 @@ def train_lt_sft(
         k_new = config.k // config.n_iterations + (config.k % config.n_iterations if iteration == 0 else 0)
         tag = f"iter{iteration + 1}"
 
-        # Phase 1: dense fine-tuning of everything trainable.
-        optimizer = SparseAdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
-                                max_grad_norm=config.max_grad_norm, **l1)
-        log += run_trainer(model, optimizer, train_features, collator, config.phase1, config, f"{tag}-phase1")
-        phase1 = snapshot(model, [*maskable, *dense])
-        if iteration == config.n_iterations - 1:
-            phase1_diff = SparseDiff.from_states(theta0, phase1, maskable, dense, **(diff_meta or {}))
-
+        if config.selection == "random":
+            # Rand-SFT: the mask does not depend on phase 1, whose weights would be reset
+            # anyway, so phase 1 is skipped (same result, half the cost).
+            scorer = random_scorer(config.seed + iteration)
+        else:
+            # Phase 1: dense fine-tuning of everything trainable.
+            optimizer = SparseAdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                    max_grad_norm=config.max_grad_norm, **l1)
+            log += run_trainer(model, optimizer, train_features, collator, config.phase1, config, f"{tag}-phase1")
+            phase1 = snapshot(model, [*maskable, *dense])
+            if iteration == config.n_iterations - 1:
+                phase1_diff = SparseDiff.from_states(theta0, phase1, maskable, dense, **(diff_meta or {}))
+            scorer = magnitude_scorer(iteration_start, phase1)
         # Selection: one global threshold over all maskable tensors.
-        scorer = (random_scorer(config.seed + iteration) if config.selection == "random"
-                  else magnitude_scorer(iteration_start, phase1))
         selected = merge_indices(selected, select_top_k(scorer, sizes, k_new, exclude=selected))
-        del phase1
 
         # Reset everything (head included) to the iteration's starting point.
         with torch.no_grad():

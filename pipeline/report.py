@@ -1,7 +1,7 @@
 """Result rows → the paper-style tables (methods × target languages + average) as HTML.
 
-Rows are dicts {task, method, lang, metric, value}; the report is a self-contained HTML
-page (inline CSS, nothing loaded from the network).
+Rows are dicts {task, method, lang, metric, value, params_lang, params_task}; the report
+is a self-contained HTML page (inline CSS, nothing loaded from the network).
 """
 
 from __future__ import annotations
@@ -37,6 +37,15 @@ def task_table(rows: Iterable[Mapping[str, Any]], task: str, metric: str) -> pd.
     return table.loc[order]
 
 
+def parameter_counts(rows: Iterable[Mapping[str, Any]], task: str) -> pd.DataFrame:
+    """Trainable parameters per method: per language component and per task component
+    (the largest seen over targets; they are the same for every target)."""
+    frame = pd.DataFrame([r for r in rows if r["task"] == task and "params_task" in r])
+    if frame.empty:
+        return pd.DataFrame()
+    return frame.groupby("method")[["params_lang", "params_task"]].max()
+
+
 def headline_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """{task: {method: {lang…, avg}}} for `dvc metrics show`."""
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -48,16 +57,28 @@ def headline_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, d
     return out
 
 
+def _count(value: Any) -> str:
+    """Parameter counts as the paper gives them: 7.7M, 150k, or a dash for none."""
+    if value is None or pd.isna(value) or value == 0:
+        return "–"
+    value = float(value)
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k" if value >= 1e3 else f"{value:.0f}"
+
+
 def render_html(rows: Sequence[Mapping[str, Any]], title: str, provenance: Mapping[str, Any]) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     for task in sorted({r["task"] for r in rows}):
         metric = next(r["metric"] for r in rows if r["task"] == task)
-        table = task_table(rows, task, metric)
         scale = 100.0 if metric == "accuracy" else 1.0  # accuracies in percent, as in the paper
+        table = task_table(rows, task, metric) * scale
+        shown = table.map(lambda v: f"{v:.1f}" if scale == 100.0 else f"{v:.3f}")
+        counts = parameter_counts(rows, task)
+        if not counts.empty:
+            shown["params / language"] = [_count(counts["params_lang"].get(m)) for m in shown.index]
+            shown["params / task"] = [_count(counts["params_task"].get(m)) for m in shown.index]
         parts.append(f"<h2>{html.escape(task.upper())}: zero-shot {html.escape(metric)} on target languages</h2>")
-        parts.append((table * scale).to_html(float_format=lambda v: f"{v:.1f}" if scale == 100.0 else f"{v:.3f}",
-                                             border=0, index_names=False))
+        parts.append(shown.to_html(border=0, index_names=False))
     items = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in provenance.items())
     parts.append(f"<div class='provenance'><h2>Provenance</h2><ul>{items}</ul></div></body></html>")
     return "\n".join(parts)

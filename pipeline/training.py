@@ -77,3 +77,33 @@ def run_trainer(
         )
         trainer.train()
         return [dict(entry, phase=description) for entry in trainer.state.log_history]
+
+
+def train_parameters(
+    model: PreTrainedModel,
+    names: Sequence[str],
+    train_features: Sequence[dict],
+    collator: Callable,
+    budget: PhaseBudget,
+    config: RunSettings,
+    description: str,
+    max_grad_norm: float = 1.0,
+    weight_decay: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Train exactly the named parameters, densely; every other parameter is frozen.
+
+    The mechanism of every dense method: full fine-tuning, a head on a frozen encoder,
+    adapters on a frozen model. Clipping covers exactly the trained parameters.
+    """
+    from pipeline.sparse_adamw import SparseAdamW  # sparse_adamw is independent of training
+
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"model has no parameter {missing[0]!r} to train")
+    chosen = set(names)
+    for name, param in params.items():
+        param.requires_grad_(name in chosen)
+    optimizer = SparseAdamW([params[n] for n in names], lr=config.learning_rate, weight_decay=weight_decay,
+                            max_grad_norm=max_grad_norm)
+    return run_trainer(model, optimizer, train_features, collator, budget, config, description)

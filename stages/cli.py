@@ -11,12 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.madx import AdapterError
 from pipeline.sft import DiffError
 from stages.config import UserError, load_params
 
 app = typer.Typer(
-    help=__doc__ + "\n\nThe usual order: download → prepare-model → train-lang LANG (each language) → "
-    "train-task TASK → evaluate TASK → report. `dvc repro` runs exactly these.",
+    help=__doc__ + "\n\nThe usual order: download → prepare-model → train-lang LANG (each language and "
+    "method) → train-task TASK (each method) → evaluate TASK (each method) → report. "
+    "`dvc repro` runs exactly these (see dvc.yaml).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -33,7 +35,7 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (UserError, DiffError) as err:
+        except (UserError, DiffError, AdapterError) as err:
             typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
 
@@ -74,54 +76,58 @@ def prepare_model(params: ParamsOption = Path("params.yaml")) -> None:
     stage.run(_prepare(params))
 
 
+LANG_METHODS = "lt-sft (the LT-SFT diff, and its dense phase 1 for dense-composed), rand-sft, madx"
+TASK_METHODS = "lt-sft, rand-sft, dense-composed, full-ft, head-only, madx"
+
+
 @app.command("train-lang")
 @one_line_errors
 def train_lang(
     lang: Annotated[str, typer.Argument(help="Language code, a key under `languages:` in params.")],
+    method: Annotated[str, typer.Option("--method", help=f"What to train: {LANG_METHODS}.")] = "lt-sft",
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Train LANG's language diff (LT-SFT, masked LM) into diffs/lang/LANG."""
+    """Train LANG's language component by masked LM on its raw text.
+
+    lt-sft writes diffs/lt-sft/lang/LANG (and diffs/dense-composed/lang/LANG); rand-sft
+    writes diffs/rand-sft/lang/LANG; madx writes adapters/madx/lang/LANG.
+    """
     from stages import train_lang as stage
 
-    stage.run(_prepare(params), lang)
+    stage.run(_prepare(params), lang, method)
 
 
 @app.command("train-task")
 @one_line_errors
 def train_task(
     task: Annotated[str, typer.Argument(help="Task name, a key under `tasks:` in params (e.g. pos).")],
+    method: Annotated[str, typer.Option("--method", help=f"What to train: {TASK_METHODS}.")] = "lt-sft",
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Train TASK's task diff (LT-SFT) on its source language into diffs/task/TASK."""
+    """Train TASK's component on its source language (over the source language's component).
+
+    Writes diffs/METHOD/task/TASK (madx: adapters/madx/task/TASK).
+    """
     from stages import train_task as stage
 
-    stage.run(_prepare(params), task)
-
-
-@app.command("train-head")
-@one_line_errors
-def train_head(
-    task: Annotated[str, typer.Argument(help="Task name, a key under `tasks:` in params (e.g. pos).")],
-    params: ParamsOption = Path("params.yaml"),
-) -> None:
-    """Train the head-only floor (frozen θ0 + a trained head) into diffs/head/TASK."""
-    from stages import train_head as stage
-
-    stage.run(_prepare(params), task)
+    stage.run(_prepare(params), task, method)
 
 
 @app.command()
 @one_line_errors
 def evaluate(
     task: Annotated[str, typer.Argument(help="Task name, a key under `tasks:` in params.")],
-    methods: Annotated[str, typer.Option(
-        "--methods", help="Method group: lt-sft (lt-sft and lt-sft-task-only) or head-only.")] = "lt-sft",
+    method: Annotated[str, typer.Option("--method", help=f"Trained method to score: {TASK_METHODS}.")] = "lt-sft",
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Compose diffs onto θ0 and score zero-shot on every target into results/TASK/GROUP.json."""
+    """Compose METHOD's components onto θ0 and score zero-shot on every target of TASK.
+
+    Writes results/TASK/METHOD.json (lt-sft also scores lt-sft-task-only; madx also
+    madx-task-only).
+    """
     from stages import evaluate as stage
 
-    stage.run(_prepare(params), task, methods)
+    stage.run(_prepare(params), task, method)
 
 
 @app.command()

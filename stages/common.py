@@ -1,4 +1,5 @@
-"""Mechanism shared by the stages: provenance, quiet logging, and one LT-SFT training run."""
+"""Mechanism shared by the stages: provenance, quiet logging, and the training runs that
+several stages share (an LT-SFT diff, a dense diff)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.lottery import train_lt_sft
+from pipeline.dense_ft import train_dense
+from pipeline.lottery import LotteryResult, train_lt_sft
 from pipeline.sft import SparseDiff, maskable_parameter_names
 from pipeline.tasks.base import Task
-from stages.config import ConfigError, Params, TrainSpec, UserError
+from stages.config import ConfigError, DenseSpec, Params, TrainSpec, UserError
 
 
 def quiet_transformers() -> None:
@@ -47,6 +49,34 @@ def k_key(params: Params, kind: str) -> str:
     return f"sparsity.{kind}_k" if override is not None else "sparsity.k"
 
 
+def provenance(params: Params, method: str, sections: Sequence[str], **facts: Any) -> dict[str, Any]:
+    """What produced an artefact: method, preset, seed, the params sections it read, code revision."""
+    return {"method": method, **facts, "preset": params.preset, "seed": params.seed,
+            "git_revision": git_revision(), "params_hash": params_hash(params.raw),
+            "params": {key: params.raw.get(key) for key in sections}}
+
+
+def numel(model: Any, names: Sequence[str]) -> int:
+    weights = dict(model.named_parameters())
+    return sum(weights[name].numel() for name in names)
+
+
+class DevScorer:
+    """A task's dev metrics for a model, printed as 'before -> after' around training."""
+
+    def __init__(self, params: Params, task: Task, tokenizer: Any, examples: Sequence[Any], max_length: int):
+        self.params, self.task, self.tokenizer, self.examples, self.max_length = params, task, tokenizer, examples, max_length
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        if not self.examples:
+            return {}
+        return self.task.evaluate(model, self.examples, self.tokenizer, self.max_length, self.params.eval_batch_size)
+
+    def line(self, before: dict[str, float], after: dict[str, float]) -> str:
+        metric = self.task.metric
+        return f"dev {metric} {before.get(metric, float('nan')):.4f} -> {after.get(metric, float('nan')):.4f}"
+
+
 def train_diff(
     params: Params,
     kind: str,
@@ -57,38 +87,70 @@ def train_diff(
     dev_examples: Sequence[Any],
     spec: TrainSpec,
     out_dir: Path,
-    extra_provenance: dict[str, Any],
-) -> SparseDiff:
-    """Run LT-SFT for one language or task and save the diff with its provenance.
+    facts: dict[str, Any],
+    method: str = "lt-sft",
+) -> LotteryResult:
+    """Run LT-SFT (``method`` lt-sft) or Rand-SFT (rand-sft) for one language or task and save
+    the diff with its provenance.
 
     The model arrives as the starting point θ0 (for task diffs: θ0 + source-language
     diff); the saved diff is relative to it, and carries dev metrics before and after.
     """
     k = params.lang_k if kind == "lang" else params.task_k
-    weights = dict(model.named_parameters())
-    maskable = sum(weights[name].numel() for name in maskable_parameter_names(model))
-    if k > maskable:
-        raise ConfigError(f"{k_key(params, kind)}: K={k} exceeds the model's {maskable} maskable entries")
+    maskable = maskable_parameter_names(model)
+    total = numel(model, maskable)
+    if k > total:
+        raise ConfigError(f"{k_key(params, kind)}: K={k} exceeds the model's {total} maskable entries")
     if not train_examples:
-        raise UserError(f"no training examples for {extra_provenance}")
-
-    def dev_metrics() -> dict[str, float]:
-        return task.evaluate(model, dev_examples, tokenizer, spec.max_length, params.eval_batch_size)
-
-    before = dev_metrics() if dev_examples else {}
+        raise UserError(f"no training examples for {facts}")
+    scorer = DevScorer(params, task, tokenizer, dev_examples, spec.max_length)
+    before = scorer(model)
     features = task.featurize(train_examples, tokenizer, spec.max_length)
-    provenance = {
-        "kind": kind, **extra_provenance, "preset": params.preset, "seed": params.seed, "k": k,
-        "train_examples": len(train_examples), "git_revision": git_revision(),
-        "params_hash": params_hash(params.raw), "params": {f"{kind}_sft": params.raw[f"{kind}_sft"]},
-    }
+    record = provenance(params, method, ["sparsity", f"{kind}_sft"], kind=kind, **facts, k=k,
+                        train_examples=len(train_examples))
+    selection = "random" if method == "rand-sft" else "magnitude"
     result = train_lt_sft(
-        model, features, task.collator(tokenizer), spec.lottery(k, params.seed),
-        diff_meta={"base_model": str(params.model.get("name", "")), "provenance": provenance},
+        model, features, task.collator(tokenizer), spec.lottery(k, params.seed, selection),
+        diff_meta={"base_model": str(params.model.get("name", "")), "provenance": record},
     )
-    after = dev_metrics() if dev_examples else {}
+    after = scorer(model)
+    head = [] if kind == "lang" else list(result.diff.dense)  # a language diff's MLM head is never composed
+    result.diff.provenance["trainable_parameters"] = k + numel(model, head)
     result.diff.provenance["dev_metrics"] = {"before": before, "after": after}
     result.diff.save(out_dir)
-    print(f"{out_dir}: nnz {result.diff.nnz:,} of K {k:,}; dev {task.metric} "
-          f"{before.get(task.metric, float('nan')):.4f} -> {after.get(task.metric, float('nan')):.4f}")
-    return result.diff
+    print(f"{out_dir}: {method}, nnz {result.diff.nnz:,} of K {k:,}; {scorer.line(before, after)}")
+    return result
+
+
+def train_dense_diff(
+    params: Params,
+    method: str,
+    task: Task,
+    model: Any,
+    tokenizer: Any,
+    train_examples: Sequence[Any],
+    dev_examples: Sequence[Any],
+    spec: DenseSpec,
+    sections: Sequence[str],
+    out_dir: Path,
+    facts: dict[str, Any],
+    train_body: bool = True,
+) -> SparseDiff:
+    """Dense fine-tuning (full-ft, dense-composed) or a head on the frozen encoder
+    (head-only), saved as a diff from the model's starting state."""
+    head = task.head_parameter_names(model)
+    scorer = DevScorer(params, task, tokenizer, dev_examples, spec.max_length)
+    before = scorer(model)
+    features = task.featurize(train_examples, tokenizer, spec.max_length)
+    record = provenance(params, method, sections, kind="task", **facts, train_examples=len(train_examples))
+    diff = train_dense(model, features, task.collator(tokenizer), head, spec.phase, spec.run(params.seed),
+                       train_body=train_body, max_grad_norm=spec.max_grad_norm, description=method,
+                       diff_meta={"base_model": str(params.model.get("name", "")), "provenance": record})
+    after = scorer(model)
+    body = numel(model, maskable_parameter_names(model)) if train_body else 0
+    diff.provenance["trainable_parameters"] = body + numel(model, head)
+    diff.provenance["dev_metrics"] = {"before": before, "after": after}
+    diff.save(out_dir)
+    print(f"{out_dir}: {method}, {diff.provenance['trainable_parameters']:,} trained parameters; "
+          f"{scorer.line(before, after)}")
+    return diff

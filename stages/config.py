@@ -69,8 +69,8 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
-class HeadOnlySpec:
-    """The head-only floor: one dense phase training a head on the frozen encoder."""
+class DenseSpec:
+    """One dense training phase: full fine-tuning, a head-only floor, an MLM-head warm-up."""
 
     phase: PhaseBudget
     batch_size: int
@@ -80,6 +80,13 @@ class HeadOnlySpec:
 
     def run(self, seed: int) -> RunSpec:
         return RunSpec(self.batch_size, self.learning_rate, seed)
+
+
+@dataclass(frozen=True)
+class AdapterSpec(DenseSpec):
+    """MAD-X adapter training: a dense phase over the adapter, with its reduction factor."""
+
+    reduction_factor: int = 2
 
 
 @dataclass(frozen=True)
@@ -93,8 +100,11 @@ class Params:
     task_k: int
     lang_sft: TrainSpec
     task_sft: TrainSpec
-    head_only: HeadOnlySpec
-    model_warmup: HeadOnlySpec | None  # MLM-head warm-up for encoders without one (e5)
+    head_only: DenseSpec
+    full_ft: DenseSpec
+    madx_language: AdapterSpec
+    madx_task: AdapterSpec
+    model_warmup: DenseSpec | None  # MLM-head warm-up for encoders without one (e5)
     eval_batch_size: int
     eval_max_length: int
 
@@ -167,15 +177,21 @@ def _train_spec(tree: dict[str, Any], key: str) -> TrainSpec:
     )
 
 
-def _head_only_spec(tree: dict[str, Any], key: str) -> HeadOnlySpec:
+def _dense_spec(tree: dict[str, Any], key: str) -> DenseSpec:
     node = _get(tree, key)
-    return HeadOnlySpec(
+    return DenseSpec(
         phase=_budget(tree, f"{key}.phase"),
         batch_size=_int(tree, f"{key}.batch_size"),
         learning_rate=_float(tree, f"{key}.learning_rate", exclusive=True),
         max_grad_norm=_float(tree, f"{key}.max_grad_norm") if "max_grad_norm" in node else 1.0,
         max_length=_int(tree, f"{key}.max_length", minimum=8),
     )
+
+
+def _adapter_spec(tree: dict[str, Any], key: str) -> AdapterSpec:
+    dense = _dense_spec(tree, key)
+    return AdapterSpec(dense.phase, dense.batch_size, dense.learning_rate, dense.max_grad_norm, dense.max_length,
+                       reduction_factor=_int(tree, f"{key}.reduction_factor"))
 
 
 def parse_params(tree: dict[str, Any]) -> Params:
@@ -225,8 +241,11 @@ def parse_params(tree: dict[str, Any]) -> Params:
         task_k=task_k,
         lang_sft=_train_spec(tree, "lang_sft"),
         task_sft=_train_spec(tree, "task_sft"),
-        head_only=_head_only_spec(tree, "head_only"),
-        model_warmup=_head_only_spec(tree, "model.warmup") if tree.get("model", {}).get("warmup") else None,
+        head_only=_dense_spec(tree, "head_only"),
+        full_ft=_dense_spec(tree, "full_ft"),
+        madx_language=_adapter_spec(tree, "madx.language"),
+        madx_task=_adapter_spec(tree, "madx.task"),
+        model_warmup=_dense_spec(tree, "model.warmup") if tree.get("model", {}).get("warmup") else None,
         eval_batch_size=_int(tree, "eval.batch_size"),
         eval_max_length=_int(tree, "eval.max_length", minimum=8),
     )

@@ -1,23 +1,27 @@
-"""Stage `evaluate@<task>` (and `evaluate_head@<task>`): compose diffs onto θ0 and score
-zero-shot on every target language.
+"""Stage `evaluate*@<task>`: compose each method's components onto θ0 and score zero-shot
+on every target language.
 
-Method groups (one results file each, results/<task>/<group>.json):
-- `lt-sft`:    `lt-sft` = θ0 + φ_task + φ_lang(target)  (the paper's method) and
-               `lt-sft-task-only` = θ0 + φ_task          (no target-language adaptation)
-- `head-only`: θ0 with a head trained on the frozen encoder (the floor)
-Each method starts from the same composed model, restored bit-exactly between targets
-from a snapshot (not by reverting, which would accumulate rounding).
+One results file per trained method (results/<task>/<method>.json) holding its variants:
+- `lt-sft`:         `lt-sft` = θ0 + φ_task + φ_lang(target), `lt-sft-task-only` = θ0 + φ_task
+- `rand-sft`:       `rand-sft` = θ0 + φ_task + φ_lang(target), both with random masks
+- `dense-composed`: θ0 + dense task diff + dense language diff (target)
+- `full-ft`, `head-only`: θ0 + the task's dense diff (no language component)
+- `madx`:           `madx` = task adapter over the target's language adapter,
+                    `madx-task-only` = the task adapter alone
+Each row carries the trainable parameters of the language and task components it used.
+Every variant starts from the same composed model, restored bit-exactly from a snapshot
+between targets (not by reverting, which would accumulate rounding).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.atomic import write_json
+from pipeline.madx import add_madx, load_adapter, set_active
 from pipeline.models import load_tokenizer
 from pipeline.sft import SparseDiff, snapshot
 from pipeline.tasks import get_task
@@ -25,41 +29,94 @@ from stages import layout
 from stages.common import require_files
 from stages.config import ConfigError, Params
 
-# group -> (the diff applied whole, [(method, add the target language's diff?)])
-GROUPS: dict[str, tuple[Callable[[str], Path], list[tuple[str, bool]]]] = {
-    "lt-sft": (layout.task_diff, [("lt-sft-task-only", False), ("lt-sft", True)]),
-    "head-only": (layout.head_diff, [("head-only", False)]),
+# trained method -> [(reported method, composes the target language's component?)]
+VARIANTS: dict[str, list[tuple[str, bool]]] = {
+    "lt-sft": [("lt-sft-task-only", False), ("lt-sft", True)],
+    "rand-sft": [("rand-sft", True)],
+    "dense-composed": [("dense-composed", True)],
+    "full-ft": [("full-ft", False)],
+    "head-only": [("head-only", False)],
+    "madx": [("madx-task-only", False), ("madx", True)],
 }
 
 
-def run(params: Params, task_name: str, group: str = "lt-sft") -> list[dict[str, Any]]:
-    if group not in GROUPS:
-        raise ConfigError(f"--methods: unknown method group {group!r} (known: {', '.join(GROUPS)})")
-    base_diff_path, methods = GROUPS[group]
+class DiffComposer:
+    """θ0 + task diff (with its head), plus a target language's diff on request."""
+
+    def __init__(self, method: str, task_name: str, targets: list[str]):
+        self.method = method
+        self.task_path = layout.task_diff(task_name, method)
+        self.lang_paths = {lang: layout.lang_diff(lang, method) for lang in targets}
+
+    def inputs(self, with_lang: bool) -> list[Path]:
+        return [self.task_path, *(self.lang_paths.values() if with_lang else [])]
+
+    def load(self, model: Any) -> None:
+        task_diff = SparseDiff.load(self.task_path)
+        task_diff.apply(model, with_dense=True)  # dense = the head
+        self.task_params = int(task_diff.provenance.get("trainable_parameters", task_diff.nnz))
+        self.composed = snapshot(model)
+
+    def prepare(self, model: Any, lang: str, with_lang: bool) -> int:
+        """Set the model up for ``lang``; returns the language component's trainable parameters."""
+        with torch.no_grad():
+            for name, value in model.named_parameters():
+                value.copy_(self.composed[name])
+        if not with_lang:
+            return 0
+        lang_diff = SparseDiff.load(self.lang_paths[lang])
+        lang_diff.apply(model)  # sparse part only: a language diff's MLM head stays out
+        return int(lang_diff.provenance.get("trainable_parameters", lang_diff.nnz))
+
+
+class AdapterComposer:
+    """θ0 with MAD-X adapters: the task adapter (and head) over a target's language adapter."""
+
+    def __init__(self, params: Params, task_name: str, targets: list[str]):
+        self.params = params
+        self.task_dir = layout.task_adapter(task_name)
+        self.lang_paths = {lang: layout.lang_adapter(lang) for lang in targets}
+
+    def inputs(self, with_lang: bool) -> list[Path]:
+        return [self.task_dir, *(self.lang_paths.values() if with_lang else [])]
+
+    def load(self, model: Any) -> None:
+        self.madx = add_madx(model, language_rf=self.params.madx_language.reduction_factor,
+                             task_rf=self.params.madx_task.reduction_factor)
+        meta = load_adapter(self.task_dir / "adapter", self.madx.task)
+        SparseDiff.load(self.task_dir / "head").apply(model, with_dense=True)
+        self.task_params = int(meta["trainable_parameters"])
+
+    def prepare(self, model: Any, lang: str, with_lang: bool) -> int:
+        set_active(self.madx, language=with_lang, task=True)
+        if not with_lang:
+            return 0
+        return int(load_adapter(self.lang_paths[lang], self.madx.language)["trainable_parameters"])
+
+
+def run(params: Params, task_name: str, method: str = "lt-sft") -> list[dict[str, Any]]:
+    if method not in VARIANTS:
+        raise ConfigError(f"--method: unknown method {method!r} (known: {', '.join(VARIANTS)})")
     spec = params.task(task_name)
     task = get_task(task_name)
     tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in spec.targets}
-    lang_diffs = {lang: layout.lang_diff(lang) for lang in spec.targets} if any(m[1] for m in methods) else {}
-    require_files(layout.BASE_MODEL, base_diff_path(task_name), *tests.values(), *lang_diffs.values())
+    composer = (AdapterComposer(params, task_name, list(spec.targets)) if method == "madx"
+                else DiffComposer(method, task_name, list(spec.targets)))
+    with_any_lang = any(with_lang for _, with_lang in VARIANTS[method])
+    require_files(layout.BASE_MODEL, *tests.values(), *composer.inputs(with_any_lang))
 
     tokenizer = load_tokenizer(layout.BASE_MODEL)
     model = task.build_model(layout.BASE_MODEL, params.seed)
-    SparseDiff.load(base_diff_path(task_name)).apply(model, with_dense=True)  # dense = the head
-    composed = snapshot(model)
-
+    composer.load(model)
     rows = []
     for lang in spec.targets:
         examples = task.read(tests[lang])
-        for method, with_lang in methods:
-            with torch.no_grad():
-                for name, value in model.named_parameters():
-                    value.copy_(composed[name])
-            if with_lang:
-                # Sparse part only: the language diff's MLM head stays out of the task model.
-                SparseDiff.load(lang_diffs[lang]).apply(model)
+        for variant, with_lang in VARIANTS[method]:
+            lang_params = composer.prepare(model, lang, with_lang)
             metrics = task.evaluate(model, examples, tokenizer, params.eval_max_length, params.eval_batch_size)
-            rows.append({"task": task_name, "method": method, "lang": lang,
-                         "metric": task.metric, "value": metrics[task.metric]})
-            print(f"{task_name} {method:>17} {lang}: {task.metric} {metrics[task.metric]:.4f}")
-    write_json(layout.results_file(task_name, group), rows)
+            rows.append({"task": task_name, "method": variant, "lang": lang, "metric": task.metric,
+                         "value": metrics[task.metric], "params_lang": lang_params,
+                         "params_task": composer.task_params})
+            print(f"{task_name} {variant:>17} {lang}: {task.metric} {metrics[task.metric]:.4f}")
+    write_json(layout.results_file(task_name, method), rows)
     return rows

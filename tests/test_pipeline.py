@@ -25,7 +25,8 @@ def smoke_params(**overrides) -> dict:
     for phase in ("lang_sft", "task_sft"):
         params[phase]["phase1"] = {"steps": 3}
         params[phase]["phase2"] = {"steps": 3}
-    params["head_only"]["phase"] = {"steps": 3}
+    for section in (params["head_only"], params["full_ft"], params["madx"]["language"], params["madx"]["task"]):
+        section["phase"] = {"steps": 3}
     params["data"]["root"] = str(REPO / "tests" / "fixtures" / "smoke")
     for dotted, value in overrides.items():
         node = params
@@ -51,12 +52,19 @@ def ltsft(*args: str):
     return runner.invoke(app, list(args))
 
 
+LANG_METHODS = ("lt-sft", "rand-sft", "madx")
+TASK_METHODS = ("lt-sft", "rand-sft", "dense-composed", "full-ft", "head-only", "madx")
+REPORTED = {"lt-sft", "lt-sft-task-only", "rand-sft", "madx", "madx-task-only", "full-ft", "dense-composed", "head-only"}
+
+
 def run_pipeline(params: dict) -> list[dict]:
+    """Every stage of dvc.yaml, in order; returns the lt-sft results rows."""
     write_params(params)
     steps = [("download",), ("prepare-model",)]
-    steps += [("train-lang", lang) for lang in params["languages"]]
-    steps += [("train-task", "pos"), ("train-head", "pos"), ("evaluate", "pos"),
-              ("evaluate", "pos", "--methods", "head-only"), ("report",)]
+    steps += [("train-lang", lang, "--method", m) for m in LANG_METHODS for lang in params["languages"]]
+    steps += [("train-task", "pos", "--method", m) for m in TASK_METHODS]
+    steps += [("evaluate", "pos", "--method", m) for m in TASK_METHODS]
+    steps += [("report",)]
     for step in steps:
         result = ltsft(*step)
         assert result.exit_code == 0, (step, result.output, result.exception)
@@ -69,25 +77,38 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
         (m, lang) for m in ("lt-sft", "lt-sft-task-only") for lang in ("xx", "yy")
     }
     assert all(r["task"] == "pos" and r["metric"] == "accuracy" and 0 <= r["value"] <= 1 for r in rows)
-    head_rows = json.loads(Path("results/pos/head-only.json").read_text())
-    assert {(r["method"], r["lang"]) for r in head_rows} == {("head-only", "xx"), ("head-only", "yy")}
+    every = [r for m in TASK_METHODS for r in json.loads(Path(f"results/pos/{m}.json").read_text())]
+    assert {(r["method"], r["lang"]) for r in every} == {(m, lang) for m in REPORTED for lang in ("xx", "yy")}
+    by_method = {r["method"]: r for r in every if r["lang"] == "xx"}
+    k, head = 20000, 64 * 17 + 17  # the smoke model is 64 wide; 17 UPOS tags
+    assert by_method["lt-sft"]["params_lang"] == k and by_method["lt-sft"]["params_task"] == k + head
+    assert by_method["lt-sft-task-only"]["params_lang"] == 0
+    assert by_method["rand-sft"]["params_task"] == k + head
+    assert by_method["head-only"]["params_task"] == head and by_method["head-only"]["params_lang"] == 0
+    assert by_method["full-ft"]["params_task"] == by_method["dense-composed"]["params_task"] > k + head
+    madx_lang = 2 * (2 * 64 * 32 + 32 + 64) + 2 * (2 * 32 * 16 + 16 + 32)  # 2 layers rf 2 + invertible
+    madx_task = 2 * (2 * 64 * 4 + 4 + 64) + head  # 2 layers rf 16
+    assert by_method["madx"]["params_lang"] == madx_lang and by_method["madx"]["params_task"] == madx_task
+    assert by_method["madx-task-only"]["params_lang"] == 0
     html = Path("reports/index.html").read_text()
-    assert "lt-sft-task-only" in html and "head-only" in html and "POS" in html
+    assert all(method in html for method in REPORTED) and "POS" in html
     metrics = json.loads(Path("reports/metrics.json").read_text())
     assert set(metrics["pos"]["lt-sft"]) == {"xx", "yy", "avg"}
 
-    info = ltsft("diff", "info", "diffs/task/pos", "--json")
+    info = ltsft("diff", "info", "diffs/lt-sft/task/pos", "--json")
     assert info.exit_code == 0, info.output
     facts = json.loads(info.output)
     assert {"nnz", "k", "density", "file_bytes", "sparse_bytes_per_entry", "base_fingerprint"} <= set(facts)
     assert 0 < facts["nnz"] <= facts["k"] == 20000
 
-    head = json.loads(ltsft("diff", "info", "diffs/head/pos", "--json").output)
-    assert head["nnz"] == 0 and head["dense_tensors"] == ["classifier.bias", "classifier.weight"]
+    head_only = json.loads(ltsft("diff", "info", "diffs/head-only/task/pos", "--json").output)
+    assert head_only["nnz"] == 0 and head_only["dense_tensors"] == ["classifier.bias", "classifier.weight"]
+    rand = json.loads(ltsft("diff", "info", "diffs/rand-sft/lang/xx", "--json").output)
+    assert 0 < rand["nnz"] <= rand["k"] == 20000
 
     # Same seed, same everything: bit-identical results.
     first = Path("results/pos/lt-sft.json").read_bytes()
-    shutil.rmtree("diffs"), shutil.rmtree("results")
+    shutil.rmtree("diffs"), shutil.rmtree("adapters"), shutil.rmtree("results")
     run_pipeline(smoke_params())
     assert Path("results/pos/lt-sft.json").read_bytes() == first
 
@@ -161,6 +182,6 @@ def test_presets_are_valid():
 
 
 def test_help_everywhere():
-    for command in ([], ["download"], ["train-lang"], ["evaluate"], ["diff", "info"], ["bench"], ["preset"]):
+    for command in ([], ["download"], ["train-lang"], ["train-task"], ["evaluate"], ["diff", "info"], ["bench"], ["preset"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, PreTrainedModel, PreTrainedTokenizerFast
+from transformers.modeling_outputs import MaskedLMOutput
 
 from pipeline.data.text import read_lines
 from pipeline.models import untie_output_embeddings
@@ -22,6 +23,36 @@ from pipeline.tasks.base import Features, Task, eval_batches
 
 MASK_PROBABILITY = 0.15
 EVAL_MASK_SEED = 0
+
+
+IGNORE = -100
+
+
+def score_masked_positions_only(model: PreTrainedModel) -> PreTrainedModel:
+    """Make ``model`` (a BERT or XLM-R masked LM) compute logits only where the loss looks.
+
+    Why: the MLM decoder over the vocabulary costs as much per token as several
+    transformer layers (demo: 9.3M multiply-adds per token against 14.2M for all 8
+    layers), and the loss ignores the ~85% of positions that are not masked. The loss is
+    unchanged (mean cross-entropy over masked positions); ``logits`` then holds only the
+    masked rows. The override is per instance, so parameter names and saving are untouched.
+    """
+    head = model.cls if hasattr(model, "cls") else model.lm_head
+    body = model.base_model
+
+    def forward(input_ids=None, attention_mask=None, labels=None, **kwargs):
+        kwargs.pop("num_items_in_batch", None)  # the mean below is what the stock forward returns too
+        kwargs.pop("return_dict", None)
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs).last_hidden_state
+        if labels is None:
+            return MaskedLMOutput(logits=head(hidden))
+        scored = labels != IGNORE
+        logits = head(hidden[scored])
+        loss = torch.nn.functional.cross_entropy(logits, labels[scored]) if logits.shape[0] else logits.sum()
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+    model.forward = forward
+    return model
 
 
 class MaskedLM(Task):
@@ -37,7 +68,7 @@ class MaskedLM(Task):
         torch.manual_seed(seed)
         model = AutoModelForMaskedLM.from_pretrained(str(base))
         untie_output_embeddings(model)
-        return model
+        return score_masked_positions_only(model)
 
     def featurize(self, examples: Sequence[str], tokenizer: PreTrainedTokenizerFast, max_length: int) -> list[Features]:
         encoded = tokenizer(list(examples), truncation=True, max_length=max_length, return_special_tokens_mask=True)
@@ -58,7 +89,7 @@ class MaskedLM(Task):
         features = self.featurize(examples, tokenizer, max_length)
         total_loss, total_masked = 0.0, 0
         for batch in eval_batches(model, features, self.collator(tokenizer, seed=EVAL_MASK_SEED), batch_size):
-            masked = int((batch["labels"] != -100).sum())
+            masked = int((batch["labels"] != IGNORE).sum())
             if not masked:
                 continue
             loss = model(**batch).loss

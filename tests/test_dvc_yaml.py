@@ -1,0 +1,62 @@
+"""dvc.yaml spells the paths that stages/layout.py computes: check that the two agree, and
+that every method the stages know is a DVC stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from stages import layout
+from stages.evaluate import VARIANTS
+from stages.train_lang import METHODS as LANG_METHODS
+from stages.train_task import TRAINERS, source_component
+from stages.config import TaskSpec
+
+REPO = Path(__file__).resolve().parents[1]
+KEY, SOURCE = "${key}", "${item.source}"
+
+
+def stages() -> dict:
+    return {name: stage.get("do", stage) for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
+
+
+def by_command(prefix: str) -> dict[str, dict]:
+    """{--method value: stage body} for the stages whose command starts with ``prefix``."""
+    found = {}
+    for body in stages().values():
+        if body["cmd"].startswith(prefix):
+            method = body["cmd"].split("--method ")[1] if "--method" in body["cmd"] else "lt-sft"
+            found[method] = body
+    return found
+
+
+def lang_outputs(method: str) -> set[str]:
+    if method == "madx":
+        return {str(layout.lang_adapter(KEY))}
+    outs = {str(layout.lang_diff(KEY, method))}
+    return outs | ({str(layout.lang_diff(KEY, "dense-composed"))} if method == "lt-sft" else set())
+
+
+def test_every_language_method_is_a_stage_writing_the_layout_paths():
+    found = by_command("ltsft train-lang")
+    assert set(found) == set(LANG_METHODS)
+    for method, body in found.items():
+        assert set(body["outs"]) == lang_outputs(method), method
+
+
+def test_every_task_method_is_a_stage_with_its_source_component_as_dependency():
+    found = by_command("ltsft train-task")
+    assert set(found) == set(TRAINERS)
+    spec = TaskSpec("${key}", SOURCE, ())
+    for method, body in found.items():
+        out = layout.task_adapter(KEY) if method == "madx" else layout.task_diff(KEY, method)
+        assert body["outs"] == [str(out)], method
+        assert {str(p) for p in source_component(method, spec)} <= set(body["deps"]), method
+
+
+def test_every_method_is_evaluated_into_its_results_file():
+    found = by_command("ltsft evaluate")
+    assert set(found) == set(VARIANTS)
+    for method, body in found.items():
+        assert body["outs"] == [str(layout.results_file(KEY, method))], method
