@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-METHOD_ORDER = ["lt-sft", "lt-sft-task-only", "rand-sft", "madx", "madx-task-only",
+METHOD_ORDER = ["lt-sft-published", "lt-sft", "lt-sft-task-only", "rand-sft", "madx", "madx-task-only",
                 "full-ft", "dense-composed", "head-only"]
 
 CSS = """

@@ -7,6 +7,7 @@ passed in ``optimizers=``, so ``accelerate launch`` / ``torchrun`` work unchange
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,17 +19,38 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 @dataclass(frozen=True)
 class PhaseBudget:
-    """How long one phase trains: a number of optimizer steps, or of epochs."""
+    """How long one phase trains: a number of optimizer steps, or of epochs.
+
+    An epoch budget may be clamped to ``min_steps``..``max_steps``, as the reference's
+    language SFTs are ("100 epochs, at least 10k and at most 100k steps"): the steps
+    are fixed once the training set's size is known (``resolve``).
+    """
 
     steps: int | None = None
     epochs: float | None = None
+    min_steps: int | None = None
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("a phase budget needs exactly one of steps or epochs")
         if (self.steps is not None and self.steps <= 0) or (self.epochs is not None and self.epochs <= 0):
             raise ValueError("a phase budget must be positive")
+        if self.steps is not None and (self.min_steps is not None or self.max_steps is not None):
+            raise ValueError("min_steps / max_steps only clamp an epoch budget")
+        if self.min_steps is not None and self.max_steps is not None and self.min_steps > self.max_steps:
+            raise ValueError("min_steps must not exceed max_steps")
 
+    def resolve(self, examples: int, batch_size: int) -> int:
+        """Optimizer steps for a training set of ``examples`` (one device, no accumulation)."""
+        if self.steps is not None:
+            return self.steps
+        steps = math.ceil(math.ceil(examples / batch_size) * self.epochs)
+        if self.min_steps is not None:
+            steps = max(steps, self.min_steps)
+        if self.max_steps is not None:
+            steps = min(steps, self.max_steps)
+        return max(steps, 1)
 
 
 class RunSettings(Protocol):
@@ -56,8 +78,8 @@ def run_trainer(
             run_name=description,
             per_device_train_batch_size=config.batch_size,
             learning_rate=config.learning_rate,
-            max_steps=budget.steps if budget.steps is not None else -1,
-            num_train_epochs=budget.epochs if budget.epochs is not None else 1.0,
+            # Epoch budgets are turned into steps here so that min/max clamps apply.
+            max_steps=budget.resolve(len(train_features), config.batch_size),
             lr_scheduler_type="linear",
             max_grad_norm=0.0,  # our optimizers clip (SparseAdamW: over the trainable entries only)
             seed=config.seed,
@@ -65,7 +87,7 @@ def run_trainer(
             save_strategy="no",
             report_to="none",
             logging_strategy="steps",
-            logging_steps=max(1, (budget.steps or 50) // 5),
+            logging_steps=max(1, budget.resolve(len(train_features), config.batch_size) // 5),
             disable_tqdm=not config.progress,
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),

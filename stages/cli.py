@@ -157,6 +157,41 @@ def diff_info(
             typer.echo(f"{key:>24}  {value}")
 
 
+@diff_app.command("import")
+@one_line_errors
+def diff_import(
+    path: Annotated[Path, typer.Argument(help="A released pytorch_diff.bin (the paper authors' format).")],
+    out: Annotated[Path, typer.Argument(help="Directory to write the diff to (diff.json + diff.safetensors).")],
+    base_model: Annotated[str, typer.Option(help="Base model name to record, e.g. bert-base-multilingual-cased.")] = "",
+) -> None:
+    """Convert a published LT-SFT diff into our format, without running code from the file.
+
+    The file is read with torch's weights-only unpickler (only numpy scalar globals allowed);
+    column-major delta-coded indices become our row-major Elias-Fano-coded ones.
+    """
+    from pipeline.published import import_published
+
+    diff = import_published(path, out, base_model)
+    typer.echo(f"{out}: {diff.nnz:,} entries in {len(diff.indices)} tensors, dense {sorted(diff.dense)}")
+
+
+@app.command("import-published")
+@one_line_errors
+def import_published(
+    kind: Annotated[str, typer.Argument(help="lang or task.")],
+    name: Annotated[str, typer.Argument(help="A language code under `languages:` or a task under `tasks:`.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Fetch and convert the authors' released diff for NAME (the lt-sft-published method).
+
+    Reads the repo named by published.lang_repo / published.task_repos in params, from the
+    hub or from published.local_root; writes diffs/lt-sft-published/{lang,task}/NAME.
+    """
+    from stages import import_published as stage
+
+    stage.run(_prepare(params), kind, name)
+
+
 @app.command()
 @one_line_errors
 def bench(

@@ -33,6 +33,12 @@ class TaskSpec:
     name: str
     source: str
     targets: tuple[str, ...]
+    # Per-language dataset names where a benchmark needs them (the paper preset's UD
+    # treebanks, e.g. {en: en_ewt, bm: bm_crb}); other sources ignore it.
+    datasets: tuple[tuple[str, str], ...] = ()
+
+    def dataset(self, lang: str) -> str | None:
+        return dict(self.datasets).get(lang)
 
 
 @dataclass(frozen=True)
@@ -156,11 +162,18 @@ def _float(tree: dict[str, Any], key: str, minimum: float = 0.0, exclusive: bool
 
 def _budget(tree: dict[str, Any], key: str) -> PhaseBudget:
     node = _get(tree, key)
-    if not isinstance(node, dict) or set(node) - {"steps", "epochs"} or len(node) != 1:
-        raise ConfigError(f"{key}: must be {{steps: N}} or {{epochs: N}} (got {node!r})")
+    allowed = {"steps", "epochs", "min_steps", "max_steps"}
+    if (not isinstance(node, dict) or set(node) - allowed or ("steps" in node) == ("epochs" in node)
+            or ("steps" in node and len(node) != 1)):
+        raise ConfigError(f"{key}: must be {{steps: N}} or {{epochs: N}} (optionally with min_steps / max_steps) "
+                          f"(got {node!r})")
     if "steps" in node:
         return PhaseBudget(steps=_int(tree, f"{key}.steps"))
-    return PhaseBudget(epochs=_float(tree, f"{key}.epochs", exclusive=True))
+    min_steps = _int(tree, f"{key}.min_steps") if "min_steps" in node else None
+    max_steps = _int(tree, f"{key}.max_steps") if "max_steps" in node else None
+    if min_steps is not None and max_steps is not None and min_steps > max_steps:
+        raise ConfigError(f"{key}: min_steps {min_steps} exceeds max_steps {max_steps}")
+    return PhaseBudget(epochs=_float(tree, f"{key}.epochs", exclusive=True), min_steps=min_steps, max_steps=max_steps)
 
 
 def _train_spec(tree: dict[str, Any], key: str) -> TrainSpec:
@@ -224,7 +237,13 @@ def parse_params(tree: dict[str, Any]) -> Params:
             if lang not in languages:
                 key = f"tasks.{name}.source" if i == 0 else f"tasks.{name}.targets"
                 raise ConfigError(f"{key}: unknown language {lang!r} (not under languages:)")
-        tasks[name] = TaskSpec(name, source, tuple(targets))
+        datasets = task_tree[name].get("datasets") or {}
+        if not isinstance(datasets, dict):
+            raise ConfigError(f"tasks.{name}.datasets: must map language codes to dataset names")
+        unknown_task_keys = sorted(set(task_tree[name]) - {"source", "targets", "datasets"})
+        if unknown_task_keys:
+            raise ConfigError(f"tasks.{name}: unknown setting {unknown_task_keys[0]!r} (known: datasets, source, targets)")
+        tasks[name] = TaskSpec(name, source, tuple(targets), tuple(sorted((str(k), str(v)) for k, v in datasets.items())))
 
     k = _int(tree, "sparsity.k")
     lang_k = _int(tree, "sparsity.lang_k", optional=True) or k

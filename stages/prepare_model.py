@@ -16,7 +16,7 @@ from pipeline.data.text import read_lines
 from pipeline.models import build_tiny_mlm, save_model, train_wordpiece_tokenizer
 from stages import layout
 from stages.common import require_files
-from stages.config import ConfigError, Params
+from stages.config import ConfigError, Params, UserError
 
 
 def prepare_tiny(params: Params) -> None:
@@ -44,6 +44,14 @@ def prepare_pretrained(params: Params) -> None:
     name = params.model.get("name")
     if not name:
         raise ConfigError("model.name: required for model.source hub/local")
+    if params.model["source"] == "hub":
+        from pipeline.data.hub import HubError, check_reachable
+
+        try:
+            check_reachable()
+        except HubError as err:
+            raise UserError(f"model.name {name!r}: {err}; or set model.source: local and model.name to a "
+                            "directory holding the model (save_pretrained layout)") from None
     try:
         tokenizer = load_tokenizer(name)
         model = AutoModelForMaskedLM.from_pretrained(name)
@@ -59,11 +67,17 @@ def _all_text() -> list[str]:
     Test sentences are included on purpose: trimming must not change how any evaluated
     sentence is tokenised. Only their words are used, never labels.
     """
+    from pipeline.data.bio import read_bio
     from pipeline.data.conllu import read_conllu
+    from pipeline.data.nli import read_nli
 
     lines = [line for path in sorted(layout.DATA.glob("text/*/*.txt")) for line in read_lines(path)]
     for path in sorted(layout.DATA.glob("*/*/*.conllu")):
         lines += [" ".join(sentence.words) for sentence in read_conllu(path)]
+    for path in sorted(layout.DATA.glob("*/*/*.bio")):
+        lines += [" ".join(sentence.words) for sentence in read_bio(path)]
+    for path in sorted(layout.DATA.glob("*/*/*.jsonl")):
+        lines += [line for example in read_nli(path) for line in (example.premise, example.hypothesis)]
     return lines
 
 

@@ -59,4 +59,11 @@ def test_every_method_is_evaluated_into_its_results_file():
     found = by_command("ltsft evaluate")
     assert set(found) == set(VARIANTS)
     for method, body in found.items():
-        assert body["outs"] == [str(layout.results_file(KEY, method))], method
+        key = "${item}" if method == "lt-sft-published" else KEY  # a list of task names, not the tasks dict
+        assert body["outs"] == [str(layout.results_file(key, method))], method
+
+
+def test_published_stages_write_the_layout_paths():
+    bodies = {name: body for name, body in stages().items() if name.startswith("import_published")}
+    assert bodies["import_published_lang"]["outs"] == [str(layout.lang_diff("${item}", "lt-sft-published"))]
+    assert bodies["import_published_task"]["outs"] == [str(layout.task_diff("${item}", "lt-sft-published"))]

@@ -209,6 +209,20 @@ def test_phase_budget_valid():
     assert PhaseBudget(epochs=0.5).epochs == 0.5 and PhaseBudget(epochs=0.5).steps is None
 
 
+def test_epoch_budgets_resolve_to_clamped_steps():
+    assert PhaseBudget(epochs=3).resolve(examples=100, batch_size=8) == 39  # 13 batches per epoch
+    assert PhaseBudget(epochs=0.5).resolve(examples=100, batch_size=8) == 7
+    clamped = PhaseBudget(epochs=100, min_steps=10_000, max_steps=100_000)  # the reference's language SFTs
+    assert clamped.resolve(examples=80, batch_size=8) == 10_000
+    assert clamped.resolve(examples=80_000, batch_size=8) == 100_000
+    assert clamped.resolve(examples=4_000, batch_size=8) == 50_000
+    assert PhaseBudget(steps=5).resolve(examples=10**6, batch_size=1) == 5
+    with pytest.raises(ValueError):
+        PhaseBudget(steps=5, max_steps=3)
+    with pytest.raises(ValueError):
+        PhaseBudget(epochs=1, min_steps=10, max_steps=3)
+
+
 @pytest.mark.parametrize("budget", [PhaseBudget(steps=7), PhaseBudget(epochs=2.0)])
 def test_run_trainer_leaves_clipping_to_our_optimizer(monkeypatch, tagger0, budget):
     captured = {}
@@ -234,7 +248,7 @@ def test_run_trainer_leaves_clipping_to_our_optimizer(monkeypatch, tagger0, budg
     if budget.steps is not None:
         assert args.max_steps == 7
     else:
-        assert args.max_steps == -1 and args.num_train_epochs == 2.0
+        assert args.max_steps == 2  # epochs become steps: one batch per epoch, two epochs
     assert log == [{"loss": 1.0, "phase": "iter1-phase1"}]
 
 

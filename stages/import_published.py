@@ -1,0 +1,68 @@
+"""Stage `import_published_{lang,task}@<name>`: the authors' released diffs, converted.
+
+For the `lt-sft-published` method (paper preset): fetch ``pytorch_diff.bin`` from the
+hub repo named in params (`published.lang_repo` / `published.task_repos`), or read it
+from `published.local_root/<repo>/pytorch_diff.bin`, and convert it to our format with
+pipeline/published.py (no code from the file is ever run). Evaluation then composes them
+exactly like our own diffs: the quickest check of our evaluation against the paper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pipeline.published import load_published, reorder_head, to_sparse_diff
+from pipeline.tasks import get_task
+from stages import layout
+from stages.config import ConfigError, Params, UserError
+
+FILE = "pytorch_diff.bin"
+
+
+def repo_for(params: Params, kind: str, name: str) -> str:
+    published = params.raw.get("published") or {}
+    if kind == "lang":
+        code = (published.get("codes") or {}).get(name, name)
+        return str(published.get("lang_repo", "")).format(code=code)
+    repos = published.get("task_repos") or {}
+    if name not in repos:
+        raise ConfigError(f"published.task_repos.{name}: no released repo named for task {name!r}")
+    return str(repos[name])
+
+
+def fetch(params: Params, repo: str) -> Path:
+    local_root = (params.raw.get("published") or {}).get("local_root")
+    if local_root:
+        path = Path(local_root).expanduser() / repo / FILE
+        if not path.is_file():
+            raise UserError(f"{path}: not found (published.local_root copy of {repo})")
+        return path
+    from huggingface_hub import hf_hub_download
+
+    from pipeline.data.hub import HubError, check_reachable
+
+    try:
+        check_reachable()
+        return Path(hf_hub_download(repo, FILE))
+    except HubError as err:
+        raise UserError(f"{repo}: {err}; or set published.local_root") from None
+    except Exception as err:  # huggingface_hub raises many types; one line for the user
+        raise UserError(f"{repo}/{FILE}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+def run(params: Params, kind: str, name: str) -> None:
+    if kind not in ("lang", "task"):
+        raise ConfigError(f"kind must be lang or task, got {kind!r}")
+    (params.language if kind == "lang" else params.task)(name)
+    repo = repo_for(params, kind, name)
+    path = fetch(params, repo)
+    out = layout.lang_diff(name, "lt-sft-published") if kind == "lang" else layout.task_diff(name, "lt-sft-published")
+    diff = to_sparse_diff(load_published(path), str(path), base_model=str(params.model.get("name", "")))
+    labels = ((params.raw.get("published") or {}).get("head_labels") or {}).get(name)
+    if kind == "task" and labels:
+        reorder_head(diff, list(labels), list(get_task(name).labels))
+    diff.provenance.update({"repo": repo, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                            "kind": kind, "trainable_parameters": diff.nnz + sum(t.numel() for t in diff.dense.values())})
+    diff.save(out)
+    print(f"{out}: imported {repo}, nnz {diff.nnz:,}, dense {sorted(diff.dense)}")

@@ -1,0 +1,111 @@
+"""Hub loaders (pipeline/data/hub.py) offline: small parquet files written here in the
+hub's schemas, read through `data.local_root`; and the fast failure when the hub is away."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import datasets
+import pytest
+
+from pipeline.data import hub
+from pipeline.data.conllu import UPOS_TAGS
+
+UD_ROWS = {
+    "idx": ["s1", "s2"],
+    "tokens": [["I", "saw", "it", "."], ["Don't", "Do", "n't", "go"]],
+    "upos": [["PRON", "VERB", "PRON", "PUNCT"], ["_", "AUX", "PART", "VERB"]],
+    "head": [[2, 0, 2, 2], [None, 3, 3, 0]],
+    "deprel": [["nsubj", "root", "obj", "punct"], ["_", "aux", "advmod", "root"]],
+}
+
+
+def write_parquet(root: Path, split: hub.HubSplit, rows: dict, features: datasets.Features | None = None) -> None:
+    folder = root / split.repo / (split.data_dir or split.name or "") / split.split
+    folder.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "0000.parquet"))
+
+
+def test_ud_newer_typing_strings_and_ints(tmp_path):
+    split = hub.ud_split("en_ewt", "dev")
+    assert split.split == "dev" and split.revision == hub.PARQUET_BRANCH
+    write_parquet(tmp_path, split, UD_ROWS)
+    sentences = hub.ud_sentences(hub.load_split(split, tmp_path))
+    assert [s.words for s in sentences] == [("I", "saw", "it", "."), ("Do", "n't", "go")]
+    assert sentences[0].heads == (2, 0, 2, 2) and sentences[1].heads == (3, 3, 0)
+    assert sentences[1].upos == ("AUX", "PART", "VERB") and sentences[0].deprels[3] == "punct"
+
+
+def test_ud_older_typing_classlabel_upos_and_string_heads(tmp_path):
+    upos_names = list(UPOS_TAGS) + ["_"]
+    rows = dict(UD_ROWS)
+    rows["upos"] = [[upos_names.index(t) for t in sentence] for sentence in UD_ROWS["upos"]]
+    rows["head"] = [["2", "0", "2", "2"], ["None", "3", "3", "0"]]
+    features = datasets.Features({
+        "idx": datasets.Value("string"), "tokens": datasets.List(datasets.Value("string")),
+        "upos": datasets.List(datasets.ClassLabel(names=upos_names)),
+        "head": datasets.List(datasets.Value("string")), "deprel": datasets.List(datasets.Value("string")),
+    })
+    split = hub.ud_split("bm_crb", "test")
+    write_parquet(tmp_path, split, rows, features)
+    sentences = hub.ud_sentences(hub.load_split(split, tmp_path))
+    assert sentences[0].upos == ("PRON", "VERB", "PRON", "PUNCT") and sentences[0].heads == (2, 0, 2, 2)
+    assert sentences[1].words == ("Do", "n't", "go")
+
+
+def test_ner_maps_misc_and_date_to_outside_and_repairs_bio(tmp_path):
+    names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-DATE", "I-DATE", "B-MISC", "I-MISC"]
+    features = datasets.Features({"tokens": datasets.List(datasets.Value("string")),
+                                  "ner_tags": datasets.List(datasets.ClassLabel(names=names))})
+    rows = {"tokens": [["Obi", "went", "to", "Lagos", "on", "Monday"], ["EU", "Cup"]],
+            "ner_tags": [[1, 0, 0, 5, 0, 7], [3, 10]]}
+    split = hub.masakhaner_split("yor", "dev")
+    assert split.split == "validation"
+    write_parquet(tmp_path, split, rows, features)
+    sentences = hub.ner_sentences(hub.load_split(split, tmp_path))
+    assert sentences[0].tags == ("B-PER", "O", "O", "B-LOC", "O", "O")
+    assert sentences[1].tags == ("B-ORG", "O")
+
+
+def test_nli_integer_labels_and_unlabelled_rows(tmp_path):
+    features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=list(hub.NLI_LABELS))})
+    rows = {"premise": ["a", "b", "c"], "hypothesis": ["x", "y", "z"], "label": [0, 2, -1]}
+    split = hub.americas_nli_split("quy", "test")
+    write_parquet(tmp_path, split, rows, features)
+    assert hub.nli_rows(hub.load_split(split, tmp_path)) == [
+        {"premise": "a", "hypothesis": "x", "label": "entailment"},
+        {"premise": "b", "hypothesis": "y", "label": "contradiction"}]
+
+
+def test_wikipedia_streams_paragraphs_up_to_a_limit(tmp_path):
+    split = hub.wikipedia_split("yo")
+    assert split.data_dir == "20231101.yo"
+    write_parquet(tmp_path, split, {"id": ["1", "2"], "url": ["u", "v"], "title": ["A", "B"],
+                                    "text": ["Heading\nOne two three four.\nFive six seven.", "Eight nine ten."]})
+    dataset = hub.load_split(split, tmp_path, streaming=True)
+    assert hub.wikipedia_lines(dataset, max_lines=2) == ["One two three four.", "Five six seven."]
+
+
+def test_missing_local_copy_is_named(tmp_path):
+    with pytest.raises(hub.HubError, match="no parquet files") as err:
+        hub.load_split(hub.ud_split("en_ewt", "train"), tmp_path)
+    assert "universal_dependencies/en_ewt/train" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unreachable_hub_fails_fast_with_advice(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    start = time.monotonic()
+    with pytest.raises(hub.HubError, match="cannot reach the Hugging Face hub") as err:
+        hub.check_reachable()
+    assert time.monotonic() - start < 15
+    assert "data.local_root" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_offline_mode_is_refused_at_once(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.HubError, match="HF_HUB_OFFLINE"):
+        hub.check_reachable()

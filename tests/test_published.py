@@ -1,0 +1,77 @@
+"""Importing the paper's published diffs (pipeline/published.py) from a file in their
+format written here: column-major delta-coded indices, numpy scalars, a dense head."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.published import import_published, load_published
+from pipeline.sft import DiffError, SparseDiff
+
+
+def published_file(path, entries, head):
+    """entries: {name: (shape, [(row-major index tuple), ...], values)} → the reference format."""
+    diffs = {}
+    for name, (shape, positions, values) in entries.items():
+        flat_f = np.ravel_multi_index(tuple(np.array(positions).T), shape, order="F")
+        order = np.argsort(flat_f)
+        flat_f = flat_f[order]
+        steps = np.diff(flat_f, prepend=0)
+        diffs[name] = {"size": tuple(np.int64(d) for d in shape),  # numpy scalars, as in the released files
+                       "index_steps": torch.from_numpy(steps.astype(np.int64)),
+                       "values": torch.tensor(np.array(values, dtype=np.float32)[order])}
+    torch.save({"diffs": diffs, "abs": head}, path)
+
+
+def test_import_matches_the_entries_and_applies(tmp_path, make_tagger):
+    model = make_tagger(seed=0)
+    weights = dict(model.named_parameters())
+    name_2d = "bert.encoder.layer.0.attention.self.query.weight"
+    name_1d = "bert.encoder.layer.1.output.dense.bias"
+    rows, cols = weights[name_2d].shape
+    positions_2d = [(0, 1), (1, 0), (rows - 1, cols - 1), (2, 5)]
+    entries = {name_2d: (tuple(weights[name_2d].shape), positions_2d, [0.5, -1.0, 2.0, 0.25]),
+               name_1d: (tuple(weights[name_1d].shape), [(3,), (0,)], [1.5, -0.5])}
+    head = {"classifier.weight": torch.full_like(weights["classifier.weight"], 0.125),
+            "classifier.bias": torch.zeros_like(weights["classifier.bias"])}
+    path = tmp_path / "pytorch_diff.bin"
+    published_file(path, entries, head)
+
+    diff = import_published(path, tmp_path / "imported", base_model="tiny")
+    loaded = SparseDiff.load(tmp_path / "imported")
+    assert loaded.nnz == 6 and set(loaded.dense) == set(head)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loaded.apply(model, with_dense=True)
+    after = dict(model.named_parameters())
+    for (r, c), v in zip(positions_2d, [0.5, -1.0, 2.0, 0.25]):
+        assert torch.isclose(after[name_2d][r, c] - before[name_2d][r, c], torch.tensor(v))
+    assert torch.isclose(after[name_1d][3] - before[name_1d][3], torch.tensor(1.5))
+    assert torch.equal(after["classifier.weight"], head["classifier.weight"])
+    changed = sum(int((after[n] != before[n]).sum()) for n in before if not n.startswith("classifier"))
+    assert changed == 6
+    assert diff.provenance["method"] == "lt-sft-published"
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_arbitrary_code_is_refused(tmp_path):
+    path = tmp_path / "evil.bin"
+    torch.save({"diffs": {}, "abs": {}, "x": Exploit()}, path)
+    with pytest.raises(DiffError, match="not a loadable published diff"):
+        load_published(path)
+
+
+def test_bad_indices_are_refused(tmp_path):
+    path = tmp_path / "bad.bin"
+    torch.save({"diffs": {"w": {"size": (2, 2), "index_steps": torch.tensor([1, 0]),
+                                "values": torch.tensor([1.0, 2.0])}}, "abs": {}}, path)
+    with pytest.raises(DiffError, match="strictly increasing"):
+        import_published(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
