@@ -16,7 +16,7 @@ LayerNorm parameters are frozen throughout, as in every reference run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,8 +69,13 @@ def train_lt_sft(
     maskable: Sequence[str] | None = None,
     dense: Sequence[str] | None = None,
     diff_meta: dict[str, Any] | None = None,
+    phase1_state: Mapping[str, torch.Tensor] | None = None,
 ) -> LotteryResult:
     """Run LT-SFT on ``model`` in place and return the sparse diff it learnt.
+
+    ``phase1_state``: the parameters after an earlier run's phase 1 from the same start
+    (same data, seed and budget), which is then not trained again: a sparsity sweep
+    selects K entries for several K from one phase 1.
 
     ``maskable``: parameters trained sparsely (default: the encoder body without
     LayerNorms); ``dense``: parameters trained densely and stored whole (default: every
@@ -102,7 +107,11 @@ def train_lt_sft(
         k_new = config.k // config.n_iterations + (config.k % config.n_iterations if iteration == 0 else 0)
         tag = f"iter{iteration + 1}"
 
-        if config.selection == "random":
+        if phase1_state is not None and config.selection == "magnitude":
+            if config.n_iterations != 1:
+                raise ValueError("phase1_state needs n_iterations == 1")
+            scorer = magnitude_scorer(iteration_start, phase1_state)
+        elif config.selection == "random":
             # Rand-SFT: the mask does not depend on phase 1, whose weights would be reset
             # anyway, so phase 1 is skipped (same result, half the cost).
             scorer = random_scorer(config.seed + iteration)

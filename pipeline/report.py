@@ -1,84 +1,368 @@
-"""Result rows → the paper-style tables (methods × target languages + average) as HTML.
+"""Result rows → the paper-style report: one self-contained HTML page (inline CSS, figures
+embedded as base64 PNGs, nothing loaded from the network) plus CSVs for `dvc plots`.
 
-Rows are dicts {task, method, lang, metric, value, params_lang, params_task}; the report
-is a self-contained HTML page (inline CSS, nothing loaded from the network).
+Inputs (the stage `report` gathers them; nothing here knows the results layout):
+- result rows, dicts {task, method, lang, metric, value, params_lang, params_task} and
+  optionally "k" (the task diff's K) and "ablation" (e.g. "sparsity"); values are fractions
+  in [0, 1]. Rows with an "ablation" only feed the figures, never the main tables.
+- per task: provenance (label → value, shown under the task's tables; an entry "source"
+  (or "source → targets", as "en → he, tr")
+  names the source language in the captions), reference figures from the paper
+  (``read_references``), and optionally the per-layer overlap of the task diff with each
+  language diff (see ``pipeline.plots.overlap_data``).
+
+Reference values (``references/paper.csv``) are in percent, as printed in the paper.
 """
 
 from __future__ import annotations
 
+import base64
+import csv
 import html
+import math
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from pipeline import plots
+from pipeline.plots import TASK_METRICS, metric_label
+
+__all__ = ["METHOD_ORDER", "TASK_METRICS", "TaskReport", "task_table", "parameter_counts", "headline_metrics",
+           "read_references", "reference_comparison", "render_report", "render_table", "format_count"]
+
 METHOD_ORDER = ["lt-sft-published", "lt-sft", "lt-sft-task-only", "rand-sft", "madx", "madx-task-only",
-                "full-ft", "dense-composed", "head-only"]
+                "full-ft", "dense-composed", "dense-composed-task-only", "head-only"]
+TASK_TITLES = {"pos": "Part-of-speech tagging (POS)", "dp": "Dependency parsing (DP)",
+               "ner": "Named entity recognition (NER)", "nli": "Natural language inference (NLI)"}
+REFERENCE_COLUMNS = ("task", "method", "lang", "metric", "value", "source")
 
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { padding: 0.3em 0.8em; border-bottom: 1px solid #ccc; text-align: right; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5em auto;
+       max-width: 78em; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 2px solid #ddd; padding-bottom: 0.2em; }
+h3 { font-size: 1.05em; margin: 1.4em 0 0.4em; }
+nav { font-size: 0.95em; } nav a { margin-right: 1em; }
+.intro { color: #333; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 0.6em 0 1em; font-variant-numeric: tabular-nums; font-size: 0.92em; }
+th, td { padding: 0.25em 0.7em; text-align: right; white-space: nowrap; }
+thead th { border-bottom: 1.5px solid #444; border-top: 1.5px solid #444; }
+tbody tr:last-child td { border-bottom: 1.5px solid #444; }
+tbody tr:nth-child(even) { background: #f6f6f6; }
 th:first-child, td:first-child { text-align: left; }
-caption { text-align: left; font-weight: bold; margin-bottom: 0.3em; }
-.provenance { color: #555; font-size: 0.9em; }
+.results td.method { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.95em; }
+.results .avg { border-left: 1px solid #bbb; }
+.results .params { border-left: 1px solid #bbb; color: #555; }
+.results td.params + td.params, .results th.params + th.params { border-left: none; }
+.provenance { font-size: 0.85em; color: #444; }
+.provenance th { text-align: left; font-weight: normal; color: #666; padding-right: 1.5em; }
+.provenance td { text-align: left; white-space: normal; }
+.provenance tbody tr:nth-child(even) { background: none; }
+.provenance thead th, .provenance tbody tr:last-child td { border: none; }
+figure { margin: 0.5em 0; flex: 0 1 600px; } figure.wide { flex: 0 1 auto; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: 0.88em; color: #555; }
+.tablenote { font-size: 0.88em; color: #444; margin: 0.2em 0 0.3em; max-width: 50em; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.note { font-size: 0.85em; color: #666; }
+.pos { color: #1a7f37; } .neg { color: #b3261e; }
 """
 
 
+# --- data -----------------------------------------------------------------------------------
+
+def _main(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The main evaluation's rows (not the ablations')."""
+    return [r for r in rows if not r.get("ablation")]
+
+
+def _method_order(methods: Iterable[str]) -> list[str]:
+    methods = set(methods)
+    return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
+
+
+def _usable(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def task_metrics(rows: Iterable[Mapping[str, Any]], task: str) -> list[str]:
+    """The metrics a task's tables show: TASK_METRICS' order for those present in the rows,
+    then any other metric the rows carry (alphabetically)."""
+    present = {r["metric"] for r in _main(rows) if r.get("task") == task}
+    known = [m for m in TASK_METRICS.get(task, ()) if m in present]
+    return known + sorted(present - set(known))
+
+
 def task_table(rows: Iterable[Mapping[str, Any]], task: str, metric: str) -> pd.DataFrame:
-    """Methods as rows, target languages as columns, plus their unweighted average."""
-    frame = pd.DataFrame([r for r in rows if r["task"] == task and r["metric"] == metric])
-    if frame.empty:
-        return frame
-    table = frame.pivot_table(index="method", columns="lang", values="value", aggfunc="first")
+    """Methods × sorted target languages + "avg" (unweighted mean over the languages), values
+    as fractions; main rows only. A method missing a language gets NaN there and as its avg
+    (an average over fewer languages would not be comparable). Repeated rows are averaged."""
+    picked = [r for r in _main(rows) if r.get("task") == task and r.get("metric") == metric and _usable(r.get("value"))]
+    if not picked:
+        return pd.DataFrame()
+    frame = pd.DataFrame(picked)
+    table = frame.pivot_table(index="method", columns="lang", values="value", aggfunc="mean")
     table = table[sorted(table.columns)]
-    table["avg"] = table.mean(axis=1)
-    order = [m for m in METHOD_ORDER if m in table.index] + sorted(set(table.index) - set(METHOD_ORDER))
-    return table.loc[order]
+    table["avg"] = table.mean(axis=1, skipna=False)
+    table = table.loc[_method_order(table.index)]
+    table.index.name, table.columns.name = "method", None
+    return table
 
 
 def parameter_counts(rows: Iterable[Mapping[str, Any]], task: str) -> pd.DataFrame:
-    """Trainable parameters per method: per language component and per task component
-    (the largest seen over targets; they are the same for every target)."""
-    frame = pd.DataFrame([r for r in rows if r["task"] == task and "params_task" in r])
-    if frame.empty:
-        return pd.DataFrame()
-    return frame.groupby("method")[["params_lang", "params_task"]].max()
+    """Per method: trainable parameters of its language component (params_lang) and task
+    component (params_task), the largest seen over targets (they are the same for every
+    target); main rows only. NaN where a method's rows lack the count; empty when no row does."""
+    picked = [r for r in _main(rows) if r.get("task") == task]
+    if not any("params_lang" in r or "params_task" in r for r in picked):
+        return pd.DataFrame(columns=["params_lang", "params_task"])
+    frame = pd.DataFrame([{"method": r["method"], "params_lang": r.get("params_lang"),
+                           "params_task": r.get("params_task")} for r in picked])
+    for column in ("params_lang", "params_task"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    counts = frame.groupby("method")[["params_lang", "params_task"]].max()
+    return counts.loc[_method_order(counts.index)]
 
 
 def headline_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """{task: {method: {lang…, avg}}} for `dvc metrics show`."""
+    """For `dvc metrics show`: {key: {method: {lang: v, "avg": v}}}, key = the task, or
+    "<task>_<metric>" for a task with several metrics (dp_uas, dp_las). Fractions rounded to
+    6 digits; missing values (NaN) left out."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for task in sorted({r["task"] for r in rows}):
-        metric = next(r["metric"] for r in rows if r["task"] == task)
-        table = task_table(rows, task, metric)
-        out[task] = {method: {lang: round(float(v), 6) for lang, v in values.items()}
-                     for method, values in table.to_dict(orient="index").items()}
+    for task in sorted({r["task"] for r in _main(rows)}):
+        metrics = task_metrics(rows, task)
+        several = len(set(TASK_METRICS.get(task, ())) | set(metrics)) > 1
+        for metric in metrics:
+            table = task_table(rows, task, metric)
+            key = f"{task}_{metric}" if several else task
+            out[key] = {method: {lang: round(float(v), 6) for lang, v in values.items() if pd.notna(v)}
+                        for method, values in table.to_dict(orient="index").items()}
     return out
 
 
-def _count(value: Any) -> str:
-    """Parameter counts as the paper gives them: 7.7M, 150k, or a dash for none."""
-    if value is None or pd.isna(value) or value == 0:
-        return "–"
+def read_references(path: Path | str) -> list[dict[str, Any]]:
+    """Rows of a references CSV (header task,method,lang,metric,value,source; value in percent
+    as printed in the paper; lang may be "avg"). An empty or missing file gives []; blank lines
+    and lines starting with "#" are skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        return []
+    reader = csv.DictReader(lines)
+    missing = set(REFERENCE_COLUMNS[:5]) - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"{path}: missing columns {', '.join(sorted(missing))} (want {','.join(REFERENCE_COLUMNS)})")
+    out = []
+    for number, row in enumerate(reader, start=2):
+        try:
+            value = float(row["value"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}, data line {number}: value {row['value']!r} is not a number") from None
+        out.append({key: (row.get(key) or "").strip() for key in REFERENCE_COLUMNS} | {"value": value})
+    return out
+
+
+def reference_comparison(rows: Iterable[Mapping[str, Any]], references: Iterable[Mapping[str, Any]],
+                         task: str, metric: str) -> pd.DataFrame:
+    """Columns method, lang, ours, paper, delta (percent, points): every reference of this task
+    and metric for which we have the same method and language (or "avg")."""
+    columns = ["method", "lang", "ours", "paper", "delta", "source"]
+    table = task_table(rows, task, metric)
+    records = []
+    for ref in references:
+        if ref.get("task") != task or ref.get("metric") != metric:
+            continue
+        method, lang = ref.get("method"), ref.get("lang")
+        if table.empty or method not in table.index or lang not in table.columns or pd.isna(table.at[method, lang]):
+            continue
+        ours = float(table.at[method, lang]) * 100.0
+        paper = float(ref["value"])
+        records.append({"method": method, "lang": lang, "ours": ours, "paper": paper, "delta": ours - paper,
+                        "source": ref.get("source", "")})
+    if not records:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(records, columns=columns)
+    methods = {m: i for i, m in enumerate(_method_order(frame["method"]))}
+    langs = {lang: (lang == "avg", lang) for lang in frame["lang"]}
+    frame = frame.sort_values(["method", "lang"], key=lambda s: s.map(methods if s.name == "method" else langs))
+    return frame.reset_index(drop=True)
+
+
+# --- formatting -----------------------------------------------------------------------------
+
+def format_count(value: Any) -> str:
+    """Parameter counts as the paper gives them: 7.67M, 150.7k, 1.20B; a dash for none (0),
+    "n/a" when unknown."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
     value = float(value)
-    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k" if value >= 1e3 else f"{value:.0f}"
+    if value == 0:
+        return "–"
+    if value >= 1e9:
+        return f"{value / 1e9:.2f}B"
+    if value >= 1e6:
+        return f"{value / 1e6:.{2 if value < 1e7 else 1 if value < 1e8 else 0}f}M"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f}k"
+    return f"{value:.0f}"
 
 
-def render_html(rows: Sequence[Mapping[str, Any]], title: str, provenance: Mapping[str, Any]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
-    for task in sorted({r["task"] for r in rows}):
-        metric = next(r["metric"] for r in rows if r["task"] == task)
-        scale = 100.0 if metric == "accuracy" else 1.0  # accuracies in percent, as in the paper
-        table = task_table(rows, task, metric) * scale
-        shown = table.map(lambda v: f"{v:.1f}" if scale == 100.0 else f"{v:.3f}")
-        counts = parameter_counts(rows, task)
-        if not counts.empty:
-            shown["params / language"] = [_count(counts["params_lang"].get(m)) for m in shown.index]
-            shown["params / task"] = [_count(counts["params_task"].get(m)) for m in shown.index]
-        parts.append(f"<h2>{html.escape(task.upper())}: zero-shot {html.escape(metric)} on target languages</h2>")
-        parts.append(shown.to_html(border=0, index_names=False))
-    items = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in provenance.items())
-    parts.append(f"<div class='provenance'><h2>Provenance</h2><ul>{items}</ul></div></body></html>")
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, caption: str = "") -> str:
+    """One results table as HTML: methods × target languages + avg, percent with one decimal,
+    the best value of each column in bold (ties all bold), then the parameter columns."""
+    table = task_table(rows, task, metric)
+    if table.empty:
+        return ""
+    shown = (table * 100.0).round(1)
+    best = shown.max(axis=0, skipna=True)
+    counts = parameter_counts(rows, task)
+    with_params = not counts.empty
+    head = ["<th scope='col'>method</th>"]
+    for column in shown.columns:
+        css = " class='avg'" if column == "avg" else ""
+        head.append(f"<th scope='col'{css}>{_esc(column)}</th>")
+    if with_params:
+        head += [f"<th scope='col' class='params'>params / {what}</th>" for what in ("language", "task")]
+    body = []
+    for method in shown.index:
+        cells = [f"<td class='method'>{_esc(method)}</td>"]
+        for column in shown.columns:
+            value = shown.at[method, column]
+            css = " class='avg'" if column == "avg" else ""
+            if pd.isna(value):
+                cells.append(f"<td{css}>–</td>")
+            elif value == best[column]:
+                cells.append(f"<td{css}><b>{value:.1f}</b></td>")
+            else:
+                cells.append(f"<td{css}>{value:.1f}</td>")
+        if with_params:
+            for column in ("params_lang", "params_task"):
+                count = counts.at[method, column] if method in counts.index else None
+                cells.append(f"<td class='params'>{_esc(format_count(count))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    # the caption as a paragraph: a <caption> would wrap to the width of a narrow table
+    caption_html = f"<p class='tablenote'>{_esc(caption)}</p>" if caption else ""
+    return (f"{caption_html}<div class='scroll'><table class='results' data-task='{_esc(task)}' "
+            f"data-metric='{_esc(metric)}'><thead><tr>{''.join(head)}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _render_comparison(frame: pd.DataFrame, task: str, metric: str) -> str:
+    if frame.empty:
+        return ""
+    body = []
+    for record in frame.to_dict(orient="records"):
+        sign = "pos" if record["delta"] > 0.05 else "neg" if record["delta"] < -0.05 else ""
+        body.append(f"<tr><td>{_esc(record['method'])}</td><td>{_esc(record['lang'])}</td>"
+                    f"<td>{record['ours']:.1f}</td><td>{record['paper']:.1f}</td>"
+                    f"<td class='{sign}'>{record['delta']:+.1f}</td><td>{_esc(record['source'])}</td></tr>")
+    note = (f"{task.upper()} {metric_label(metric)}: ours vs. the paper (percent; Δ = ours − paper, in points). "
+            "Our avg is over the languages in the table above, which may differ from the paper's.")
+    return (f"<p class='tablenote'>{_esc(note)}</p>"
+            f"<div class='scroll'><table class='comparison' data-task='{_esc(task)}' data-metric='{_esc(metric)}'>"
+            f"<thead><tr><th>method</th><th>lang</th><th>ours</th>"
+            f"<th>paper</th><th>Δ</th><th>source</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _render_provenance(provenance: Mapping[str, Any]) -> str:
+    if not provenance:
+        return ""
+    items = "".join(f"<tr><th scope='row'>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in provenance.items())
+    return f"<h3>Provenance</h3><table class='provenance'><tbody>{items}</tbody></table>"
+
+
+def _figure(path: Path, alt: str, caption: str, wide: bool = False) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    css = " class='wide'" if wide else ""
+    return (f"<figure{css}><img src=\"data:image/png;base64,{data}\" alt=\"{_esc(alt)}\">"
+            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+
+
+# --- the page -------------------------------------------------------------------------------
+
+@dataclass
+class TaskReport:
+    task: str
+    rows: list[dict]
+    provenance: dict[str, str] = field(default_factory=dict)
+    references: list[dict] = field(default_factory=list)
+    overlap: dict | None = None
+
+
+def _render_task(report: TaskReport, plots_dir: Path) -> str:
+    task = report.task
+    rows = [r for r in report.rows if r.get("task") == task]
+    parts = [f"<section id='{_esc(task)}'><h2>{_esc(TASK_TITLES.get(task, task))}</h2>"]
+    langs = sorted({r["lang"] for r in _main(rows)})
+    provenance = report.provenance or {}
+    source = provenance.get("source") or str(provenance.get("source → targets", "")).partition(" → ")[0] or None
+    route = f"{source} → {', '.join(langs)}" if source else f"to {', '.join(langs)}"
+    metrics = task_metrics(rows, task)
+    if not metrics:
+        parts.append("<p class='note'>No results for this task.</p>")
+    for metric in metrics:
+        caption = (f"{task.upper()}, {metric_label(metric)} (%): zero-shot transfer {route}; "
+                   "best per column in bold; avg = unweighted mean over the target languages.")
+        label = metric_label(metric)
+        parts.append(f"<h3>{_esc(label[:1].upper() + label[1:])}</h3>")
+        parts.append(render_table(rows, task, metric, caption))
+        parts.append(_render_comparison(reference_comparison(rows, report.references, task, metric), task, metric))
+    headline = plots.headline_metric(task, rows)
+    label = metric_label(headline) if headline else "score"
+    figures = []
+    path = plots.sparsity_plot(rows, task, plots_dir)
+    if path:
+        figures.append(_figure(path, f"{task} {label} vs K", f"Mean zero-shot {label} over the target languages for "
+                               "the sparse methods at each task-diff K (log scale). Points from the sparsity sweep and "
+                               "the main evaluation."))
+    path = plots.interference_plot(rows, task, plots_dir)
+    if path:
+        kinds = set(plots.interference_data(rows, task)["diffs"])
+        which = " and ".join(k for k in ("sparse (LT-SFT)", "dense") if k.split()[0] in kinds)
+        figures.append(_figure(path, f"{task} gain from the language diff", f"Gain in {label} (points) from adding the "
+                               f"target language's diff to the task diff, for {which} diffs; below zero, composing "
+                               "hurts (interference)."))
+    path = plots.overlap_plot(report.overlap, task, plots_dir)
+    if path:
+        figures.append(_figure(path, f"{task} overlap of task and language diffs", "Per layer, the share of the task "
+                               "diff's entries that each target's language diff also changes; in brackets, the "
+                               "ratio to what two independent random diffs of the same sizes would share.", wide=True))
+    if figures:
+        parts.append("<h3>Figures</h3><div class='figures'>" + "".join(figures) + "</div>")
+    parts.append(_render_provenance(report.provenance))
+    parts.append("</section>")
+    return "\n".join(p for p in parts if p)
+
+
+def render_report(title: str, reports: list[TaskReport], plots_dir: Path, intro: str = "") -> str:
+    """The whole page as one self-contained HTML string. Writes into ``plots_dir`` the PNGs
+    and the CSVs for `dvc plots`: sparsity_<task>.csv (k, method, score), interference_<task>.csv
+    (lang, diffs, gain) and overlap_<task>.csv (layer, lang, shared_fraction, ratio_to_chance),
+    each only when there is something to plot. ``intro`` is plain text (blank lines separate
+    paragraphs)."""
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    parts = ["<!doctype html>", "<html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>", f"<h1>{_esc(title)}</h1>"]
+    for paragraph in (p.strip() for p in intro.split("\n\n")):
+        if paragraph:
+            parts.append(f"<p class='intro'>{_esc(paragraph)}</p>")
+    if len(reports) > 1:
+        links = " ".join(f"<a href='#{_esc(r.task)}'>{_esc(r.task.upper())}</a>" for r in reports)
+        parts.append(f"<nav>Tasks: {links}</nav>")
+    parts += [_render_task(report, plots_dir) for report in reports]
+    parts.append("</body></html>")
     return "\n".join(parts)

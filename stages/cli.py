@@ -132,6 +132,34 @@ def evaluate(
 
 @app.command()
 @one_line_errors
+def ablate(
+    task: Annotated[str, typer.Argument(help="Task to sweep (params: ablation.task).")],
+    k: Annotated[int, typer.Option("--k", help="The task diff's K for this point of the sweep.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """One point of the sparsity sweep: LT-SFT and Rand-SFT task diffs at K, scored on every target.
+
+    Reuses the main run's LT-SFT phase 1 and language diffs; writes results/TASK/sparsity/kK.json.
+    """
+    from stages import ablate as stage
+
+    stage.run(_prepare(params), task, k)
+
+
+@app.command()
+@one_line_errors
+def overlap(
+    task: Annotated[str, typer.Argument(help="Task whose LT-SFT diff to compare with each target's language diff.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Per-layer overlap of the task diff with each target language diff (results/TASK/overlap.json)."""
+    from stages import overlap as stage
+
+    stage.run(_prepare(params), task)
+
+
+@app.command()
+@one_line_errors
 def report(params: ParamsOption = Path("params.yaml")) -> None:
     """Render reports/index.html and reports/metrics.json from results/."""
     from stages import report as stage

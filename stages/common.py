@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,17 @@ def k_key(params: Params, kind: str) -> str:
 
 
 def provenance(params: Params, method: str, sections: Sequence[str], **facts: Any) -> dict[str, Any]:
-    """What produced an artefact: method, preset, seed, the params sections it read, code revision."""
+    """What produced an artefact: method, preset, seed, the params sections it read, code
+    revision, and when it started (``finish`` adds the wall time)."""
     return {"method": method, **facts, "preset": params.preset, "seed": params.seed,
             "git_revision": git_revision(), "params_hash": params_hash(params.raw),
-            "params": {key: params.raw.get(key) for key in sections}}
+            "params": {key: params.raw.get(key) for key in sections}, "_started": time.monotonic()}
+
+
+def finish(record: dict[str, Any]) -> dict[str, Any]:
+    """Replace the start mark with the wall time spent (the report sums them per table)."""
+    record["wall_seconds"] = round(time.monotonic() - record.pop("_started", time.monotonic()), 1)
+    return record
 
 
 def numel(model: Any, names: Sequence[str]) -> int:
@@ -103,11 +111,11 @@ def train_diff(
         raise ConfigError(f"{k_key(params, kind)}: K={k} exceeds the model's {total} maskable entries")
     if not train_examples:
         raise UserError(f"no training examples for {facts}")
+    record = provenance(params, method, ["sparsity", f"{kind}_sft"], kind=kind, **facts, k=k,
+                        train_examples=len(train_examples))
     scorer = DevScorer(params, task, tokenizer, dev_examples, spec.max_length)
     before = scorer(model)
     features = task.featurize(train_examples, tokenizer, spec.max_length)
-    record = provenance(params, method, ["sparsity", f"{kind}_sft"], kind=kind, **facts, k=k,
-                        train_examples=len(train_examples))
     selection = "random" if method == "rand-sft" else "magnitude"
     result = train_lt_sft(
         model, features, task.collator(tokenizer), spec.lottery(k, params.seed, selection),
@@ -117,6 +125,7 @@ def train_diff(
     head = [] if kind == "lang" else list(result.diff.dense)  # a language diff's MLM head is never composed
     result.diff.provenance["trainable_parameters"] = k + numel(model, head)
     result.diff.provenance["dev_metrics"] = {"before": before, "after": after}
+    finish(result.diff.provenance)
     result.diff.save(out_dir)
     print(f"{out_dir}: {method}, nnz {result.diff.nnz:,} of K {k:,}; {scorer.line(before, after)}")
     return result
@@ -139,10 +148,10 @@ def train_dense_diff(
     """Dense fine-tuning (full-ft, dense-composed) or a head on the frozen encoder
     (head-only), saved as a diff from the model's starting state."""
     head = task.head_parameter_names(model)
+    record = provenance(params, method, sections, kind="task", **facts, train_examples=len(train_examples))
     scorer = DevScorer(params, task, tokenizer, dev_examples, spec.max_length)
     before = scorer(model)
     features = task.featurize(train_examples, tokenizer, spec.max_length)
-    record = provenance(params, method, sections, kind="task", **facts, train_examples=len(train_examples))
     diff = train_dense(model, features, task.collator(tokenizer), head, spec.phase, spec.run(params.seed),
                        train_body=train_body, max_grad_norm=spec.max_grad_norm, description=method,
                        diff_meta={"base_model": str(params.model.get("name", "")), "provenance": record})
@@ -150,6 +159,7 @@ def train_dense_diff(
     body = numel(model, maskable_parameter_names(model)) if train_body else 0
     diff.provenance["trainable_parameters"] = body + numel(model, head)
     diff.provenance["dev_metrics"] = {"before": before, "after": after}
+    finish(diff.provenance)
     diff.save(out_dir)
     print(f"{out_dir}: {method}, {diff.provenance['trainable_parameters']:,} trained parameters; "
           f"{scorer.line(before, after)}")

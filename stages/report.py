@@ -1,31 +1,86 @@
-"""Stage `report`: every results/**.json row → reports/index.html and reports/metrics.json."""
+"""Stage `report`: results/ → reports/index.html (the paper's tables and the ablation
+plots, self-contained), reports/plots/*.png|csv (also DVC plots) and reports/metrics.json."""
 
 from __future__ import annotations
 
 import json
 import platform
+from collections import defaultdict
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
-from pipeline.atomic import atomic_file, write_json
-from pipeline.report import headline_metrics, render_html
+from pipeline.atomic import atomic_dir, atomic_file, write_json
+from pipeline.report import TaskReport, headline_metrics, read_references, render_report
 from stages import layout
 from stages.common import git_revision, params_hash
 from stages.config import Params, UserError
 
+REFERENCES = Path("references/paper.csv")  # published figures for the paper preset (empty until filled)
+PLOTS = layout.REPORTS / "plots"  # PNGs: what `dvc plots show` renders
+PLOT_DATA = layout.REPORTS / "plot-data"  # the numbers behind each plot, as CSV
+
+
+def read_results(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and timing of one results file (older files were a bare list of rows)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return (data, {}) if isinstance(data, list) else (data["rows"], data.get("seconds", {}))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
 
 def run(params: Params) -> None:
-    files = sorted(layout.RESULTS.glob("**/*.json"))
-    if not files:
+    rows_by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    components: dict[str, dict[str, float]] = defaultdict(dict)
+    evaluation: dict[str, float] = defaultdict(float)
+    files = sorted(p for p in layout.RESULTS.glob("*/**/*.json") if p.name != layout.overlap_file("x").name)
+    for path in files:
+        rows, seconds = read_results(path)
+        for row in rows:
+            rows_by_task[row["task"]].append(row)
+        task = path.relative_to(layout.RESULTS).parts[0]
+        evaluation[task] += float(seconds.get("evaluation") or 0)
+        components[task].update({k: float(v) for k, v in (seconds.get("components") or {}).items() if v is not None})
+    if not rows_by_task:
         raise UserError(f"{layout.RESULTS}: no results to report (run the evaluate stages first)")
-    rows = [row for path in files for row in json.loads(path.read_text(encoding="utf-8"))]
-    provenance = {
-        "preset": params.preset, "model": params.model.get("name", ""), "K (language)": params.lang_k,
-        "K (task)": params.task_k, "seed": params.seed, "git revision": git_revision(),
-        "params hash": params_hash(params.raw), "hardware": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+
+    references = read_references(REFERENCES) if REFERENCES.is_file() else []
+    common = {
+        "preset": params.preset, "model": str(params.model.get("name", "")),
+        "K (language, task)": f"{params.lang_k:,} / {params.task_k:,}", "seed": str(params.seed),
+        "git revision": git_revision(), "params hash": params_hash(params.raw),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "hardware": f"{platform.machine()}, {platform.processor() or 'cpu'}, {_cpu_count()} CPU cores",
     }
-    page = render_html(rows, f"LT-SFT reproduction — preset {params.preset}", provenance)
+    reports = []
+    for task in sorted(rows_by_task):
+        spec = params.tasks.get(task)
+        provenance = dict(common)
+        if spec is not None:
+            provenance["source → targets"] = f"{spec.source} → {', '.join(spec.targets)}"
+        train_seconds = sum(components[task].values())
+        provenance["wall time"] = (f"{_minutes(train_seconds + evaluation[task])} (training of the "
+                                   f"{len(components[task])} components behind this table: {_minutes(train_seconds)}; "
+                                   f"evaluation: {_minutes(evaluation[task])})")
+        overlap_path = layout.overlap_file(task)
+        overlap = json.loads(overlap_path.read_text(encoding="utf-8")) if overlap_path.is_file() else None
+        reports.append(TaskReport(task=task, rows=rows_by_task[task], provenance=provenance,
+                                  references=[r for r in references if r["task"] == task], overlap=overlap))
+
+    all_rows = [row for rows in rows_by_task.values() for row in rows]
+    with atomic_dir(PLOTS) as plots, atomic_dir(PLOT_DATA) as plot_data:
+        page = render_report(f"LT-SFT reproduction — preset {params.preset}", reports, plots)
+        for csv in plots.glob("*.csv"):
+            csv.rename(plot_data / csv.name)
     with atomic_file(layout.REPORTS / "index.html") as handle:
         handle.write(page)
-    write_json(layout.REPORTS / "metrics.json", headline_metrics(rows))
-    print(f"{layout.REPORTS / 'index.html'}: {len(rows)} result rows from {len(files)} files")
+    write_json(layout.REPORTS / "metrics.json", headline_metrics([r for r in all_rows if "ablation" not in r]))
+    print(f"{layout.REPORTS / 'index.html'}: {len(all_rows)} result rows from {len(files)} files")
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1

@@ -18,7 +18,7 @@ from pipeline.sft import maskable_parameter_names
 from pipeline.tasks import get_task
 from pipeline.training import train_parameters
 from stages import layout
-from stages.common import DevScorer, numel, provenance, require_files, train_diff
+from stages.common import DevScorer, finish, numel, provenance, require_files, train_diff
 from stages.config import ConfigError, Params
 
 METHODS = ("lt-sft", "rand-sft", "madx")
@@ -43,6 +43,8 @@ def run(params: Params, lang: str, method: str = "lt-sft") -> None:
         dense = result.phase1_diff
         dense.provenance = provenance(params, "dense-composed", ["lang_sft"], kind="lang", lang=lang,
                                       note="LT-SFT's dense phase 1 for this language (same budget and L1)")
+        dense.provenance.pop("_started")
+        dense.provenance["wall_seconds"] = result.diff.provenance["wall_seconds"] / 2  # phase 1 of the two
         dense.provenance["trainable_parameters"] = numel(model, maskable_parameter_names(model))
         dense.save(layout.lang_diff(lang, "dense-composed"))
         print(f"{layout.lang_diff(lang, 'dense-composed')}: dense phase-1 diff, nnz {dense.nnz:,}")
@@ -51,6 +53,7 @@ def run(params: Params, lang: str, method: str = "lt-sft") -> None:
 def train_language_adapter(params: Params, lang: str, task: Any, model: Any, tokenizer: Any,
                            train: list[str], dev: list[str]) -> None:
     spec = params.madx_language
+    meta = provenance(params, "madx", ["madx"], kind="lang", lang=lang, train_examples=len(train))
     madx = add_madx(model, language_rf=spec.reduction_factor, task_rf=None, seed=params.seed)
     names = [name for name, _ in model.named_parameters() if name.startswith("madx.language.")]
     scorer = DevScorer(params, task, tokenizer, dev, spec.max_length)
@@ -59,8 +62,8 @@ def train_language_adapter(params: Params, lang: str, task: Any, model: Any, tok
     train_parameters(model, names, features, task.collator(tokenizer), spec.phase, spec.run(params.seed),
                      "madx-language", max_grad_norm=spec.max_grad_norm)
     after = scorer(model)
-    meta = provenance(params, "madx", ["madx"], kind="lang", lang=lang, train_examples=len(train))
     meta |= {"trainable_parameters": count_parameters(madx.language), "dev_metrics": {"before": before, "after": after}}
+    finish(meta)
     save_adapter(madx.language, layout.lang_adapter(lang), meta)
     print(f"{layout.lang_adapter(lang)}: madx language adapter, {meta['trainable_parameters']:,} parameters; "
           f"{scorer.line(before, after)}")

@@ -21,7 +21,7 @@ from pipeline.sft import SparseDiff, snapshot
 from pipeline.tasks import get_task
 from pipeline.training import train_parameters
 from stages import layout
-from stages.common import DevScorer, numel, provenance, require_files, train_dense_diff, train_diff
+from stages.common import DevScorer, finish, numel, provenance, require_files, train_dense_diff, train_diff
 from stages.config import ConfigError, DenseSpec, Params, TaskSpec
 
 Trainer = Callable[[Params, TaskSpec, Any, Any, Any, list, list], None]
@@ -30,9 +30,11 @@ Trainer = Callable[[Params, TaskSpec, Any, Any, Any, list, list], None]
 def _sparse(method: str) -> Trainer:
     def train(params, spec, task, model, tokenizer, train, dev):
         SparseDiff.load(layout.lang_diff(spec.source, method)).apply(model)  # sparse part only
-        train_diff(params, "task", task, model, tokenizer, train, dev, params.task_sft,
-                   layout.task_diff(spec.name, method), {"task": spec.name, "source_lang": spec.source},
-                   method=method)
+        result = train_diff(params, "task", task, model, tokenizer, train, dev, params.task_sft,
+                            layout.task_diff(spec.name, method), {"task": spec.name, "source_lang": spec.source},
+                            method=method)
+        if result.phase1_diff is not None:  # lt-sft: kept for the sparsity sweep
+            result.phase1_diff.save(layout.task_phase1(spec.name))
     return train
 
 
@@ -57,6 +59,8 @@ def _head_only(params, spec, task, model, tokenizer, train, dev):
 
 def _madx(params, spec, task, model, tokenizer, train, dev):
     settings = params.madx_task
+    meta = provenance(params, "madx", ["madx"], kind="task", task=spec.name, source_lang=spec.source,
+                      train_examples=len(train))
     madx = add_madx(model, language_rf=params.madx_language.reduction_factor, task_rf=settings.reduction_factor,
                     seed=params.seed)
     load_adapter(layout.lang_adapter(spec.source), madx.language)
@@ -70,10 +74,9 @@ def _madx(params, spec, task, model, tokenizer, train, dev):
     train_parameters(model, names, features, task.collator(tokenizer), settings.phase, settings.run(params.seed),
                      "madx-task", max_grad_norm=settings.max_grad_norm)
     after = scorer(model)
-    meta = provenance(params, "madx", ["madx"], kind="task", task=spec.name, source_lang=spec.source,
-                      train_examples=len(train))
     meta |= {"trainable_parameters": count_parameters(madx.task) + numel(model, head),
              "dev_metrics": {"before": before, "after": after}}
+    finish(meta)
     out = layout.task_adapter(spec.name)
     save_adapter(madx.task, out / "adapter", meta)
     SparseDiff.from_states(start, snapshot(model, head), [], head, provenance=meta).save(out / "head")

@@ -51,7 +51,8 @@ def test_every_task_method_is_a_stage_with_its_source_component_as_dependency():
     spec = TaskSpec("${key}", SOURCE, ())
     for method, body in found.items():
         out = layout.task_adapter(KEY) if method == "madx" else layout.task_diff(KEY, method)
-        assert body["outs"] == [str(out)], method
+        extra = [str(layout.task_phase1(KEY))] if method == "lt-sft" else []  # kept for the sparsity sweep
+        assert body["outs"] == [str(out), *extra], method
         assert {str(p) for p in source_component(method, spec)} <= set(body["deps"]), method
 
 
@@ -67,3 +68,14 @@ def test_published_stages_write_the_layout_paths():
     bodies = {name: body for name, body in stages().items() if name.startswith("import_published")}
     assert bodies["import_published_lang"]["outs"] == [str(layout.lang_diff("${item}", "lt-sft-published"))]
     assert bodies["import_published_task"]["outs"] == [str(layout.task_diff("${item}", "lt-sft-published"))]
+
+
+def test_ablation_overlap_and_report_stages():
+    found = stages()
+    assert found["ablate_sparsity"]["outs"] == [str(layout.sparsity_file("${ablation.task}", "${item}"))]
+    assert str(layout.task_phase1("${ablation.task}")) in found["ablate_sparsity"]["deps"]
+    assert str(layout.task_phase1(KEY)) in found["train_task"]["outs"]
+    assert found["overlap"]["outs"] == [str(layout.overlap_file(KEY))]
+    assert set(found["report"]["outs"]) == {"reports/index.html", "reports/plots", "reports/plot-data"}
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    assert plots == ["reports/plots"]

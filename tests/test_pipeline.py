@@ -54,7 +54,12 @@ def ltsft(*args: str):
 
 LANG_METHODS = ("lt-sft", "rand-sft", "madx")
 TASK_METHODS = ("lt-sft", "rand-sft", "dense-composed", "full-ft", "head-only", "madx")
-REPORTED = {"lt-sft", "lt-sft-task-only", "rand-sft", "madx", "madx-task-only", "full-ft", "dense-composed", "head-only"}
+REPORTED = {"lt-sft", "lt-sft-task-only", "rand-sft", "madx", "madx-task-only", "full-ft", "dense-composed",
+            "dense-composed-task-only", "head-only"}
+
+
+def rows_of(path: str) -> list[dict]:
+    return json.loads(Path(path).read_text())["rows"]
 
 
 def run_pipeline(params: dict) -> list[dict]:
@@ -64,11 +69,11 @@ def run_pipeline(params: dict) -> list[dict]:
     steps += [("train-lang", lang, "--method", m) for m in LANG_METHODS for lang in params["languages"]]
     steps += [("train-task", "pos", "--method", m) for m in TASK_METHODS]
     steps += [("evaluate", "pos", "--method", m) for m in TASK_METHODS]
-    steps += [("report",)]
+    steps += [("ablate", "pos", "--k", "5000"), ("overlap", "pos"), ("report",)]
     for step in steps:
         result = ltsft(*step)
         assert result.exit_code == 0, (step, result.output, result.exception)
-    return json.loads(Path("results/pos/lt-sft.json").read_text())
+    return rows_of("results/pos/lt-sft.json")
 
 
 def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
@@ -77,7 +82,7 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
         (m, lang) for m in ("lt-sft", "lt-sft-task-only") for lang in ("xx", "yy")
     }
     assert all(r["task"] == "pos" and r["metric"] == "accuracy" and 0 <= r["value"] <= 1 for r in rows)
-    every = [r for m in TASK_METHODS for r in json.loads(Path(f"results/pos/{m}.json").read_text())]
+    every = [r for m in TASK_METHODS for r in rows_of(f"results/pos/{m}.json")]
     assert {(r["method"], r["lang"]) for r in every} == {(m, lang) for m in REPORTED for lang in ("xx", "yy")}
     by_method = {r["method"]: r for r in every if r["lang"] == "xx"}
     k, head = 20000, 64 * 17 + 17  # the smoke model is 64 wide; 17 UPOS tags
@@ -90,8 +95,17 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
     madx_task = 2 * (2 * 64 * 4 + 4 + 64) + head  # 2 layers rf 16
     assert by_method["madx"]["params_lang"] == madx_lang and by_method["madx"]["params_task"] == madx_task
     assert by_method["madx-task-only"]["params_lang"] == 0
+    assert by_method["lt-sft"]["k"] == k and "k" not in by_method["full-ft"]
+    sweep = rows_of("results/pos/sparsity/k5000.json")
+    assert {(r["method"], r["k"], r["ablation"]) for r in sweep} == {
+        (m, 5000, "sparsity") for m in ("lt-sft", "lt-sft-task-only", "rand-sft")}
+    overlap = json.loads(Path("results/pos/overlap.json").read_text())
+    assert overlap["layers"][0] == "embeddings" and set(overlap["langs"]) == {"xx", "yy"}
+    assert all(0 <= s <= min(a, b) for lang in overlap["langs"].values()
+               for s, a, b in zip(lang["shared"], lang["lang_entries"], lang["task_entries"]))
     html = Path("reports/index.html").read_text()
     assert all(method in html for method in REPORTED) and "POS" in html
+    assert list(Path("reports/plots").glob("*.png")) and list(Path("reports/plot-data").glob("*.csv"))
     metrics = json.loads(Path("reports/metrics.json").read_text())
     assert set(metrics["pos"]["lt-sft"]) == {"xx", "yy", "avg"}
 
@@ -107,10 +121,10 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
     assert 0 < rand["nnz"] <= rand["k"] == 20000
 
     # Same seed, same everything: bit-identical results.
-    first = Path("results/pos/lt-sft.json").read_bytes()
+    first = {m: rows_of(f"results/pos/{m}.json") for m in TASK_METHODS}
     shutil.rmtree("diffs"), shutil.rmtree("adapters"), shutil.rmtree("results")
     run_pipeline(smoke_params())
-    assert Path("results/pos/lt-sft.json").read_bytes() == first
+    assert {m: rows_of(f"results/pos/{m}.json") for m in TASK_METHODS} == first
 
 
 @pytest.mark.parametrize(

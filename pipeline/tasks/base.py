@@ -22,7 +22,9 @@ Features = dict[str, Any]
 
 class Task(ABC):
     name: ClassVar[str]
-    metric: ClassVar[str]  # the headline metric reported in tables
+    metric: ClassVar[str]  # the headline metric (dev scores, the sparsity plot, `dvc exp show`)
+    # Every metric the report tables show, headline last (dependency parsing: UAS and LAS).
+    report_metrics: ClassVar[tuple[str, ...]] = ()
     higher_is_better: ClassVar[bool] = True
     data_format: ClassVar[str]  # file suffix of a split: "conllu", "txt", ...
 
@@ -48,6 +50,9 @@ class Task(ABC):
         max_length: int, batch_size: int,
     ) -> dict[str, float]:
         """Metrics on ``examples``; must contain ``self.metric``."""
+
+    def reported_metrics(self) -> tuple[str, ...]:
+        return self.report_metrics or (self.metric,)
 
     def head_parameter_names(self, model: PreTrainedModel) -> list[str]:
         """Trainable parameters outside the encoder body: trained densely, stored whole."""

@@ -334,6 +334,7 @@ def kept_words(word_ids: Sequence[int | None]) -> list[tuple[int, int]]:
 class DependencyParsing(Task):
     name = "dp"
     metric = "las"
+    report_metrics = ("uas", "las")
     data_format = "conllu"
     labels = DEPRELS
 
