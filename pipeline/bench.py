@@ -46,6 +46,10 @@ MBERT_CONFIG: dict[str, Any] = dict(
 )
 # A small BERT for the training-step comparison: big enough that the step is dominated by
 # real work rather than Python overhead, small enough to time 20+ steps in seconds.
+MBERT_CONFIG_MLM: dict[str, Any] = dict(
+    vocab_size=119_547, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, max_position_embeddings=512,
+)
 STEP_CONFIG: dict[str, Any] = dict(
     vocab_size=30000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
     intermediate_size=1024, max_position_embeddings=512, type_vocab_size=2,
@@ -459,6 +463,47 @@ def bench_steps(
         "dense_unfused_optimizer_seconds": median_opt["dense"],
         "sparse_optimizer_seconds": median_opt["sparse"],
     }
+
+
+# --------------------------------------------------------------------------- paper-scale rate
+def bench_paper_rate(
+    batch_size: int = 8, seq_len: int = 256, warmup: int = 1, timed: int = 3, seed: int = 0,
+    device: str | None = None, config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Steps per second of a language-SFT phase-1 step at the paper's scale: mBERT's
+    geometry (random weights), batch 8 × 256, 15% of positions masked, LayerNorms frozen,
+    the MLM loss on masked positions only and our dense-phase optimizer — the code path
+    of `train-lang`. For planning a `paper` run (README); on a GPU when one is present."""
+    from pipeline.tasks.mlm import score_masked_positions_only
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config = dict(MBERT_CONFIG_MLM if config is None else config)
+    model = _step_model(config, seed).to(device)
+    score_masked_positions_only(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = SparseAdamW(trainable, lr=5e-5, max_grad_norm=1.0)
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, config["vocab_size"], (batch_size, seq_len), generator=generator)
+    labels = torch.full_like(input_ids, -100)
+    masked = torch.rand(input_ids.shape, generator=generator) < 0.15
+    labels[masked] = input_ids[masked]
+    batch = {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids).to(device),
+             "labels": labels.to(device)}
+    times = []
+    for i in range(warmup + timed):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    step = statistics.median(times)
+    return {"paper_step_setup": f"mBERT geometry MLM, batch {batch_size}x{seq_len}, {device}, median of {timed}",
+            "paper_step_seconds": step, "paper_steps_per_second": 1.0 / step}
 
 
 # --------------------------------------------------------------------------- everything

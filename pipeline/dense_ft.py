@@ -30,10 +30,12 @@ def train_dense(
     max_grad_norm: float = 1.0,
     description: str = "dense",
     diff_meta: dict[str, Any] | None = None,
+    head_learning_rate: float | None = None,
 ) -> SparseDiff:
     """Train the encoder body (unless ``train_body`` is False: head-only) and ``head``."""
     maskable = maskable_parameter_names(model)
     start = snapshot(model, maskable)
     trained = [*maskable, *head] if train_body else list(head)
-    train_parameters(model, trained, train_features, collator, budget, settings, description, max_grad_norm)
+    train_parameters(model, trained, train_features, collator, budget, settings, description, max_grad_norm,
+                     head=head, head_learning_rate=head_learning_rate)
     return SparseDiff.from_states(start, snapshot(model, [*maskable, *head]), maskable, head, **(diff_meta or {}))

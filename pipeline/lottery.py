@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 from pipeline.selection import magnitude_scorer, merge_indices, random_scorer, select_top_k
 from pipeline.sft import SparseDiff, layer_norm_parameter_names, maskable_parameter_names, snapshot
 from pipeline.sparse_adamw import SparseAdamW
-from pipeline.training import PhaseBudget, run_trainer  # noqa: F401  (PhaseBudget re-exported)
+from pipeline.training import PhaseBudget, param_groups, run_trainer  # noqa: F401  (PhaseBudget re-exported)
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class LotteryConfig:
     phase1: PhaseBudget
     phase2: PhaseBudget
     learning_rate: float = 5e-5
+    head_learning_rate: float | None = None  # the dense head's own rate (None: learning_rate)
     batch_size: int = 8
     weight_decay: float = 0.0
     l1_lambda: float = 0.0
@@ -96,7 +97,10 @@ def train_lt_sft(
 
     theta0 = snapshot(model, maskable)
     iteration_start = snapshot(model, [*maskable, *dense])
-    trainable = [params[n] for n in [*maskable, *dense]]
+    def trainable() -> list[dict[str, Any]]:
+        """Fresh optimizer groups for each phase (an optimizer and its schedule mutate theirs)."""
+        return param_groups(params, [*maskable, *dense], dense, config.learning_rate, config.head_learning_rate)
+
     l1 = dict(l1_lambda=config.l1_lambda, l1_normaliser=total,
               l1_reference={params[n]: theta0[n] for n in maskable})
     selected: dict[str, torch.Tensor] = {}
@@ -117,7 +121,7 @@ def train_lt_sft(
             scorer = random_scorer(config.seed + iteration)
         else:
             # Phase 1: dense fine-tuning of everything trainable.
-            optimizer = SparseAdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
+            optimizer = SparseAdamW(trainable(), lr=config.learning_rate, weight_decay=config.weight_decay,
                                     max_grad_norm=config.max_grad_norm, **l1)
             log += run_trainer(model, optimizer, train_features, collator, config.phase1, config, f"{tag}-phase1")
             phase1 = snapshot(model, [*maskable, *dense])
@@ -134,7 +138,7 @@ def train_lt_sft(
 
         # Phase 2: only the selected entries move (and the head, densely).
         optimizer = SparseAdamW(
-            trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
+            trainable(), lr=config.learning_rate, weight_decay=config.weight_decay,
             max_grad_norm=config.max_grad_norm,
             trainable_indices={params[n]: idx for n, idx in selected.items()}
             | {params[n]: torch.empty(0, dtype=torch.int64) for n in maskable if n not in selected},

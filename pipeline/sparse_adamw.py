@@ -42,6 +42,8 @@ class SparseAdamW(torch.optim.Optimizer):
         change; ``l1_reference`` maps a parameter to its θ0 (whole, even when indexed)."""
         params = list(params)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        # Parameters may come as a flat list or as torch-style groups (e.g. a head with its own lr).
+        params = [p for group in self.param_groups for p in group["params"]]
         self.max_grad_norm = max_grad_norm
         self.l1_scale = l1_lambda / max(l1_normaliser, 1)
         self._params_by_id = {id(p): p for p in params}
@@ -68,7 +70,7 @@ class SparseAdamW(torch.optim.Optimizer):
                 self._l1_reference[id(p)] = ref.index_select(0, idx) if idx is not None else ref
         # torch's fused AdamW (Trainer's default) where the device supports it.
         inner_groups = [
-            {"params": [self._targets[id(p)] for p in group["params"] if id(p) in self._targets]}
+            {"params": [self._targets[id(p)] for p in group["params"] if id(p) in self._targets], "lr": group["lr"]}
             for group in self.param_groups
         ]
         inner_groups = [g for g in inner_groups if g["params"]] or [{"params": [torch.zeros(1)]}]

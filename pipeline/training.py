@@ -111,11 +111,14 @@ def train_parameters(
     description: str,
     max_grad_norm: float = 1.0,
     weight_decay: float = 0.0,
+    head: Sequence[str] = (),
+    head_learning_rate: float | None = None,
 ) -> list[dict[str, Any]]:
     """Train exactly the named parameters, densely; every other parameter is frozen.
 
     The mechanism of every dense method: full fine-tuning, a head on a frozen encoder,
-    adapters on a frozen model. Clipping covers exactly the trained parameters.
+    adapters on a frozen model. Clipping covers exactly the trained parameters. The
+    ``head`` among ``names`` may get its own ``head_learning_rate``.
     """
     from pipeline.sparse_adamw import SparseAdamW  # sparse_adamw is independent of training
 
@@ -126,6 +129,22 @@ def train_parameters(
     chosen = set(names)
     for name, param in params.items():
         param.requires_grad_(name in chosen)
-    optimizer = SparseAdamW([params[n] for n in names], lr=config.learning_rate, weight_decay=weight_decay,
-                            max_grad_norm=max_grad_norm)
+    optimizer = SparseAdamW(param_groups(params, names, head, config.learning_rate, head_learning_rate),
+                            lr=config.learning_rate, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
     return run_trainer(model, optimizer, train_features, collator, budget, config, description)
+
+
+def param_groups(
+    params: dict[str, torch.nn.Parameter], names: Sequence[str], head: Sequence[str],
+    learning_rate: float, head_learning_rate: float | None,
+) -> list[dict[str, Any]]:
+    """Optimizer groups: ``names`` at ``learning_rate``, the ``head`` among them at
+    ``head_learning_rate`` (a randomly initialised head learns far faster than a pretrained
+    body can move; short budgets need it). One group when no head rate is given."""
+    head_set = set(head) if head_learning_rate is not None else set()
+    body = [params[n] for n in names if n not in head_set]
+    groups = [{"params": body, "lr": learning_rate}] if body else []
+    chosen_head = [params[n] for n in names if n in head_set]
+    if chosen_head:
+        groups.append({"params": chosen_head, "lr": head_learning_rate})
+    return groups

@@ -29,6 +29,7 @@ SWEPT = {"lt-sft": [("lt-sft-task-only", False), ("lt-sft", True)], "rand-sft": 
 
 def run(params: Params, task_name: str, k: int) -> None:
     spec = params.task(task_name)
+    params = params.for_task(task_name)
     task = get_task(task_name)
     targets = list(spec.targets)
     train_path = layout.task_split(task_name, spec.source, "train", task.data_format)

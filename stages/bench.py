@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import write_json
-from pipeline.bench import run_benchmark
+from pipeline.bench import bench_paper_rate, run_benchmark
 
 # (key, label, unit, format) in print order; absent or None values print as "-".
 ROWS: list[tuple[str, str, str, str]] = [
@@ -71,6 +71,16 @@ def run(json_out: Path | None, k: int, skip_naive: bool) -> dict[str, Any]:
     """Measure everything once, print the table, and write the JSON if asked."""
     figures = run_benchmark(k=k, skip_naive=skip_naive, progress=_progress)
     print(format_table(figures))
+    if json_out is not None:
+        write_json(json_out, figures)
+    return figures
+
+
+def run_paper_rate(json_out: Path | None) -> dict[str, Any]:
+    _progress("paper-scale language-SFT steps (mBERT geometry, batch 8 x 256)")
+    figures = bench_paper_rate()
+    print(f"{figures['paper_step_setup']}: {figures['paper_step_seconds']:.2f} s/step "
+          f"= {figures['paper_steps_per_second']:.3f} steps/s")
     if json_out is not None:
         write_json(json_out, figures)
     return figures

@@ -226,8 +226,17 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
     k: Annotated[int, typer.Option(help="Entries to select (default: the paper's task K).")] = 14_155_776,
     skip_naive: Annotated[bool, typer.Option("--skip-naive", help="Skip the slow reference-style selection.")] = False,
+    paper_rate: Annotated[bool, typer.Option(
+        "--paper-rate", help="Only measure steps/second of a paper-scale language-SFT step (for planning).")] = False,
 ) -> None:
     """Benchmark selection, storage and sparse training steps on an mBERT-size model."""
     from stages import bench as stage
 
+    if paper_rate:
+        stage.run_paper_rate(json_out)
+        return
     stage.run(json_out, k=k, skip_naive=skip_naive)
+
+
+if __name__ == "__main__":  # `python -m stages.cli …`, e.g. under accelerate launch or torchrun
+    app()

@@ -82,7 +82,8 @@ class DevScorer:
 
     def line(self, before: dict[str, float], after: dict[str, float]) -> str:
         metric = self.task.metric
-        return f"dev {metric} {before.get(metric, float('nan')):.4f} -> {after.get(metric, float('nan')):.4f}"
+        start = f"{before[metric]:.4f} -> " if metric in before else ""
+        return f"dev {metric} {start}{after.get(metric, float('nan')):.4f}"
 
 
 def train_diff(
@@ -114,7 +115,9 @@ def train_diff(
     record = provenance(params, method, ["sparsity", f"{kind}_sft"], kind=kind, **facts, k=k,
                         train_examples=len(train_examples))
     scorer = DevScorer(params, task, tokenizer, dev_examples, spec.max_length)
-    before = scorer(model)
+    # The starting dev loss says what a language diff achieved; a task head starts random,
+    # so its starting score says nothing (and costs an evaluation).
+    before = scorer(model) if kind == "lang" else {}
     features = task.featurize(train_examples, tokenizer, spec.max_length)
     selection = "random" if method == "rand-sft" else "magnitude"
     result = train_lt_sft(
@@ -150,10 +153,11 @@ def train_dense_diff(
     head = task.head_parameter_names(model)
     record = provenance(params, method, sections, kind="task", **facts, train_examples=len(train_examples))
     scorer = DevScorer(params, task, tokenizer, dev_examples, spec.max_length)
-    before = scorer(model)
+    before: dict[str, float] = {}  # a random head's starting score says nothing
     features = task.featurize(train_examples, tokenizer, spec.max_length)
     diff = train_dense(model, features, task.collator(tokenizer), head, spec.phase, spec.run(params.seed),
                        train_body=train_body, max_grad_norm=spec.max_grad_norm, description=method,
+                       head_learning_rate=spec.head_learning_rate if train_body else None,
                        diff_meta={"base_model": str(params.model.get("name", "")), "provenance": record})
     after = scorer(model)
     body = numel(model, maskable_parameter_names(model)) if train_body else 0

@@ -18,6 +18,24 @@ from stages.layout import PARAMS
 
 
 LANGUAGE_SETTINGS = {"name", "text"}  # display name; raw-text sources (later presets)
+# Sections a task may override for itself (tasks.<task>.overrides), e.g. a longer budget.
+OVERRIDABLE = ("task_sft", "full_ft", "head_only", "madx", "eval")
+
+
+def _deep_merge(base: Any, override: Any) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {key: _deep_merge(base.get(key), value) for key, value in override.items()} | {
+            key: value for key, value in base.items() if key not in override}
+    return override
+
+
+def merge_overrides(raw: dict[str, Any], task: str) -> dict[str, Any]:
+    """The params tree with the task's overrides merged in (and no overrides left)."""
+    overrides = raw["tasks"][task].get("overrides") or {}
+    merged = _deep_merge(raw, overrides)
+    merged["tasks"] = {name: {k: v for k, v in spec.items() if k != "overrides"}
+                       for name, spec in raw["tasks"].items()}
+    return merged
 
 
 class UserError(Exception):
@@ -54,10 +72,12 @@ class TrainSpec:
     max_grad_norm: float
     n_iterations: int
     max_length: int
+    head_learning_rate: float | None = None  # a task head's own rate (None: learning_rate)
 
     def lottery(self, k: int, seed: int, selection: str = "magnitude") -> LotteryConfig:
         return LotteryConfig(
             k=k, phase1=self.phase1, phase2=self.phase2, learning_rate=self.learning_rate,
+            head_learning_rate=self.head_learning_rate,
             batch_size=self.batch_size, weight_decay=self.weight_decay, l1_lambda=self.l1_lambda,
             max_grad_norm=self.max_grad_norm, n_iterations=self.n_iterations,
             selection=selection, seed=seed,  # type: ignore[arg-type]
@@ -83,6 +103,7 @@ class DenseSpec:
     learning_rate: float
     max_grad_norm: float
     max_length: int
+    head_learning_rate: float | None = None  # a task head's own rate (None: learning_rate)
 
     def run(self, seed: int) -> RunSpec:
         return RunSpec(self.batch_size, self.learning_rate, seed)
@@ -121,6 +142,11 @@ class Params:
     @property
     def data(self) -> dict[str, Any]:
         return self.raw["data"]
+
+    def for_task(self, name: str) -> Params:
+        """These params with ``tasks.<name>.overrides`` merged in (a task's own budgets)."""
+        overrides = (self.raw["tasks"].get(name) or {}).get("overrides")
+        return parse_params(merge_overrides(self.raw, name)) if overrides else self
 
     def task(self, name: str) -> TaskSpec:
         if name not in self.tasks:
@@ -187,7 +213,16 @@ def _train_spec(tree: dict[str, Any], key: str) -> TrainSpec:
         max_grad_norm=_float(tree, f"{key}.max_grad_norm"),
         n_iterations=_int(tree, f"{key}.n_iterations"),
         max_length=_int(tree, f"{key}.max_length", minimum=8),
+        head_learning_rate=_optional_rate(tree, f"{key}.head_learning_rate"),
     )
+
+
+def _optional_rate(tree: dict[str, Any], key: str) -> float | None:
+    parent, _, leaf = key.rpartition(".")
+    node = _get(tree, parent)
+    if not isinstance(node, dict) or node.get(leaf) is None:
+        return None
+    return _float(tree, key, exclusive=True)
 
 
 def _dense_spec(tree: dict[str, Any], key: str) -> DenseSpec:
@@ -198,13 +233,14 @@ def _dense_spec(tree: dict[str, Any], key: str) -> DenseSpec:
         learning_rate=_float(tree, f"{key}.learning_rate", exclusive=True),
         max_grad_norm=_float(tree, f"{key}.max_grad_norm") if "max_grad_norm" in node else 1.0,
         max_length=_int(tree, f"{key}.max_length", minimum=8),
+        head_learning_rate=_optional_rate(tree, f"{key}.head_learning_rate"),
     )
 
 
 def _adapter_spec(tree: dict[str, Any], key: str) -> AdapterSpec:
     dense = _dense_spec(tree, key)
     return AdapterSpec(dense.phase, dense.batch_size, dense.learning_rate, dense.max_grad_norm, dense.max_length,
-                       reduction_factor=_int(tree, f"{key}.reduction_factor"))
+                       dense.head_learning_rate, reduction_factor=_int(tree, f"{key}.reduction_factor"))
 
 
 def parse_params(tree: dict[str, Any]) -> Params:
@@ -240,9 +276,19 @@ def parse_params(tree: dict[str, Any]) -> Params:
         datasets = task_tree[name].get("datasets") or {}
         if not isinstance(datasets, dict):
             raise ConfigError(f"tasks.{name}.datasets: must map language codes to dataset names")
-        unknown_task_keys = sorted(set(task_tree[name]) - {"source", "targets", "datasets"})
+        unknown_task_keys = sorted(set(task_tree[name]) - {"source", "targets", "datasets", "overrides"})
         if unknown_task_keys:
-            raise ConfigError(f"tasks.{name}: unknown setting {unknown_task_keys[0]!r} (known: datasets, source, targets)")
+            raise ConfigError(f"tasks.{name}: unknown setting {unknown_task_keys[0]!r} "
+                              "(known: datasets, overrides, source, targets)")
+        overrides = task_tree[name].get("overrides")
+        if overrides is not None:
+            if not isinstance(overrides, dict) or set(overrides) - set(OVERRIDABLE):
+                bad = sorted(set(overrides) - set(OVERRIDABLE)) if isinstance(overrides, dict) else [overrides]
+                raise ConfigError(f"tasks.{name}.overrides: cannot override {bad[0]!r} (only: {', '.join(OVERRIDABLE)})")
+            try:
+                parse_params(merge_overrides(tree, name))
+            except ConfigError as err:
+                raise ConfigError(f"tasks.{name}.overrides: {err}") from None
         tasks[name] = TaskSpec(name, source, tuple(targets), tuple(sorted((str(k), str(v)) for k, v in datasets.items())))
 
     k = _int(tree, "sparsity.k")

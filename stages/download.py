@@ -259,6 +259,22 @@ def collect_hub(params: Params) -> Collected:
 
 
 # ----------------------------------------------------------------------------- writing
+def cap_evaluation_splits(collected: Collected, params: Params) -> None:
+    """Keep the first `data.max_test_sentences` / `data.max_dev_sentences` of each test /
+    dev split (a budget knob of the demo: evaluation is a third of its time); the full
+    sizes go to the manifest."""
+    caps = {"test": params.data.get("max_test_sentences"), "dev": params.data.get("max_dev_sentences")}
+    for split, cap in caps.items():
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ConfigError(f"data.max_{split}_sentences: must be an integer >= 1 or null (got {cap!r})")
+    for (task_name, lang, split), examples in collected.splits.items():
+        cap = caps.get(split)
+        if cap is not None and len(examples) > cap:
+            collected.provenance.setdefault("capped", {})[f"{task_name}/{lang}/{split}"] = f"first {cap} of {len(examples)}"
+            collected.splits[(task_name, lang, split)] = examples[:cap]
+
+
+
 SOURCES: dict[str, Callable[[Params], Collected]] = {
     "local": collect_local, "registry": collect_registry, "hub": collect_hub}
 
@@ -290,5 +306,6 @@ def run(params: Params) -> None:
         collected = SOURCES[source](params)
     except (RegistryError, hub.HubError) as err:
         raise UserError(str(err)) from None
+    cap_evaluation_splits(collected, params)
     write(collected)
     print(json.dumps(collected.provenance, indent=None)[:300])

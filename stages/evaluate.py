@@ -137,6 +137,7 @@ def run(params: Params, task_name: str, method: str = "lt-sft") -> list[dict[str
     if method not in VARIANTS:
         raise ConfigError(f"--method: unknown method {method!r} (known: {', '.join(VARIANTS)})")
     spec = params.task(task_name)
+    params = params.for_task(task_name)
     task = get_task(task_name)
     targets = list(spec.targets)
     tests = [layout.task_split(task_name, lang, "test", task.data_format) for lang in targets]

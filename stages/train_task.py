@@ -41,7 +41,8 @@ def _sparse(method: str) -> Trainer:
 def _dense_composed(params, spec, task, model, tokenizer, train, dev):
     SparseDiff.load(layout.lang_diff(spec.source, "dense-composed")).apply(model)
     sft = params.task_sft  # the same budget and settings as LT-SFT's dense phase 1
-    dense = DenseSpec(sft.phase1, sft.batch_size, sft.learning_rate, sft.max_grad_norm, sft.max_length)
+    dense = DenseSpec(sft.phase1, sft.batch_size, sft.learning_rate, sft.max_grad_norm, sft.max_length,
+                      sft.head_learning_rate)
     train_dense_diff(params, "dense-composed", task, model, tokenizer, train, dev, dense, ["task_sft"],
                      layout.task_diff(spec.name, "dense-composed"), {"task": spec.name, "source_lang": spec.source})
 
@@ -69,10 +70,11 @@ def _madx(params, spec, task, model, tokenizer, train, dev):
     start = snapshot(model, head)
     names = [name for name, _ in model.named_parameters() if name.startswith("madx.task.")] + head
     scorer = DevScorer(params, task, tokenizer, dev, settings.max_length)
-    before = scorer(model)
+    before: dict[str, float] = {}  # a random head's starting score says nothing
     features = task.featurize(train, tokenizer, settings.max_length)
     train_parameters(model, names, features, task.collator(tokenizer), settings.phase, settings.run(params.seed),
-                     "madx-task", max_grad_norm=settings.max_grad_norm)
+                     "madx-task", max_grad_norm=settings.max_grad_norm, head=head,
+                     head_learning_rate=settings.head_learning_rate)
     after = scorer(model)
     meta |= {"trainable_parameters": count_parameters(madx.task) + numel(model, head),
              "dev_metrics": {"before": before, "after": after}}
@@ -103,6 +105,7 @@ def run(params: Params, task_name: str, method: str = "lt-sft") -> None:
     if method not in TRAINERS:
         raise ConfigError(f"--method: unknown method {method!r} for a task (known: {', '.join(TRAINERS)})")
     spec = params.task(task_name)
+    params = params.for_task(task_name)
     task = get_task(task_name)
     train_path = layout.task_split(task_name, spec.source, "train", task.data_format)
     dev_path = layout.task_split(task_name, spec.source, "dev", task.data_format)

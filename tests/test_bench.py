@@ -117,3 +117,13 @@ def test_stage_prints_table_and_writes_json(
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
     printed = capsys.readouterr().out
     assert "bytes per entry" in printed and "sparse / dense step" in printed
+
+
+def test_paper_rate_runs_the_language_sft_step_on_a_small_config():
+    from pipeline.bench import bench_paper_rate
+
+    config = dict(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=64)
+    figures = bench_paper_rate(batch_size=2, seq_len=16, timed=2, config=config, device="cpu")
+    assert figures["paper_step_seconds"] > 0
+    assert abs(figures["paper_steps_per_second"] * figures["paper_step_seconds"] - 1) < 1e-9

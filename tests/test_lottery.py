@@ -267,3 +267,20 @@ def test_train_lt_sft_with_epoch_budget_hands_clipping_to_sparse_adamw(monkeypat
     assert 0 < result.diff.nnz <= 50
     assert seen == [(SparseAdamW, 0.5, budget, "iter1-phase1"), (SparseAdamW, 0.5, budget, "iter1-phase2")]
     assert {entry["phase"] for entry in result.log} == {"iter1-phase1", "iter1-phase2"}
+
+
+def test_given_phase1_state_reproduces_the_full_run(tagger0, features, collator):
+    """The sparsity sweep reuses the main run's phase 1: selecting from the saved phase-1
+    state and training phase 2 must give exactly the diff of a run that trains phase 1."""
+    config = make_config(weight_decay=0.0)
+    full_model = copy.deepcopy(tagger0)
+    full = train_lt_sft(full_model, features, collator, config)
+    phase1_model = copy.deepcopy(tagger0)
+    full.phase1_diff.apply(phase1_model, with_dense=True)
+    phase1 = snapshot(phase1_model)
+    reused = train_lt_sft(copy.deepcopy(tagger0), features, collator, config, phase1_state=phase1)
+    assert reused.phase1_diff is None
+    assert set(reused.diff.indices) == set(full.diff.indices)
+    for name in full.diff.indices:
+        assert torch.equal(reused.diff.indices[name], full.diff.indices[name]), name
+        assert torch.allclose(reused.diff.values[name], full.diff.values[name], atol=1e-6), name

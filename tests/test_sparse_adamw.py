@@ -240,3 +240,25 @@ def test_l1_zero_lambda_keeps_plain_adamw():
     ref.step()
     for p, q in zip(ours, reference):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-6)
+
+
+def test_param_groups_give_the_head_its_own_rate():
+    """A head in its own group moves at its own rate; masked entries still never move."""
+    from pipeline.training import param_groups
+
+    torch.manual_seed(0)
+    body = torch.nn.Parameter(torch.randn(10))
+    head = torch.nn.Parameter(torch.randn(10))
+    params = {"body": body, "head": head}
+    groups = param_groups(params, ["body", "head"], ["head"], 1e-3, 1e-1)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-1]
+    before_body, before_head = body.detach().clone(), head.detach().clone()
+    optimizer = SparseAdamW(groups, lr=1e-3, trainable_indices={body: torch.tensor([1, 4])})
+    (body.sum() + head.sum()).backward()
+    optimizer.step()
+    body_step = (body.detach() - before_body).abs()
+    head_step = (head.detach() - before_head).abs()
+    assert torch.allclose(head_step, torch.full_like(head_step, 1e-1), rtol=1e-3)  # Adam's first step = lr
+    assert torch.allclose(body_step[[1, 4]], torch.full((2,), 1e-3), rtol=1e-3)
+    assert int((body_step > 0).sum()) == 2
+    assert param_groups(params, ["body", "head"], ["head"], 1e-3, None) == [{"params": [body, head], "lr": 1e-3}]
