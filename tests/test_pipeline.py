@@ -138,6 +138,10 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
         ({"lang_sft.phase1": {"steps": 0}}, ("train-lang", "en"), "lang_sft.phase1.steps"),
         ({"data.root": "/nonexistent/fixtures"}, ("download",), "data.root"),
         ({"languages.yy": {"name": "Y (a", "b)": None}}, ("download",), "languages.yy: unknown setting 'b)'"),
+        ({"tasks.pos.overrides": {"sparsity": {"k": 5}}}, ("download",), "tasks.pos.overrides: cannot override 'sparsity'"),
+        ({"tasks.pos.overrides": {"task_sft": {"phase1": {"steps": 0}}}}, ("download",),
+         "tasks.pos.overrides: task_sft.phase1.steps: must be an integer >= 1"),
+        ({"data.max_test_sentences": 0}, ("download",), "data.max_test_sentences"),
     ],
 )
 def test_bad_params_fail_with_one_line(workdir, override, command, expected):
@@ -199,3 +203,25 @@ def test_help_everywhere():
     for command in ([], ["download"], ["train-lang"], ["train-task"], ["evaluate"], ["diff", "info"], ["bench"], ["preset"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_task_overrides_merge_only_into_that_task():
+    from stages.config import parse_params
+
+    tree = smoke_params(**{"tasks.pos.overrides": {"task_sft": {"phase2": {"steps": 9}, "head_learning_rate": 0.01}}})
+    params = parse_params(tree)
+    assert params.task_sft.phase2.steps == 3 and params.task_sft.head_learning_rate is None
+    merged = params.for_task("pos")
+    assert merged.task_sft.phase2.steps == 9 and merged.task_sft.head_learning_rate == 0.01
+    assert merged.task_sft.phase1.steps == 3 and merged.full_ft == params.full_ft
+
+
+def test_evaluation_splits_are_capped_and_the_manifest_says_so(workdir):
+    write_params(smoke_params(**{"data.max_test_sentences": 5, "data.max_dev_sentences": 4}))
+    assert ltsft("download").exit_code == 0
+    from pipeline.data.conllu import read_conllu
+
+    assert len(read_conllu("data/pos/xx/test.conllu")) == 5 and len(read_conllu("data/pos/en/dev.conllu")) == 4
+    assert len(read_conllu("data/pos/en/train.conllu")) > 5
+    manifest = json.loads(Path("data/manifest.json").read_text())
+    assert manifest["provenance"]["capped"]["pos/xx/test"].startswith("first 5 of ")
