@@ -148,33 +148,35 @@ class InvertibleAdapter(nn.Module):
         return torch.cat([x1, x2], dim=-1)
 
 
-class LanguageAdapter(nn.Module):
+class _LayerAdapters(nn.Module):
+    """One bottleneck per transformer layer: what language and task adapters share."""
+
+    def __init__(self, hidden_size: int, num_layers: int, reduction_factor: int,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.reduction_factor = reduction_factor
+        self.layers = nn.ModuleList(
+            BottleneckAdapter(hidden_size, reduction_factor, generator) for _ in range(num_layers)
+        )
+
+
+class LanguageAdapter(_LayerAdapters):
     """Per-layer bottlenecks (rf 2 by default) plus the invertible embedding adapter."""
 
     def __init__(self, hidden_size: int, num_layers: int, reduction_factor: int = 2,
                  generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.reduction_factor = reduction_factor
-        self.layers = nn.ModuleList(
-            BottleneckAdapter(hidden_size, reduction_factor, generator) for _ in range(num_layers)
-        )
+        super().__init__(hidden_size, num_layers, reduction_factor, generator)
         self.invertible = InvertibleAdapter(hidden_size, generator)
 
 
-class TaskAdapter(nn.Module):
+class TaskAdapter(_LayerAdapters):
     """Per-layer bottlenecks (rf 16 by default), stacked on the language adapter."""
 
     def __init__(self, hidden_size: int, num_layers: int, reduction_factor: int = 16,
                  generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.reduction_factor = reduction_factor
-        self.layers = nn.ModuleList(
-            BottleneckAdapter(hidden_size, reduction_factor, generator) for _ in range(num_layers)
-        )
+        super().__init__(hidden_size, num_layers, reduction_factor, generator)
 
 
 class MadX(nn.Module):

@@ -4,6 +4,7 @@ plots, self-contained), reports/plots/*.png|csv (also DVC plots) and reports/met
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -35,7 +36,7 @@ def run(params: Params) -> None:
     rows_by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     components: dict[str, dict[str, float]] = defaultdict(dict)
     evaluation: dict[str, float] = defaultdict(float)
-    files = sorted(p for p in layout.RESULTS.glob("*/**/*.json") if p.name != layout.overlap_file("x").name)
+    files = sorted(p for p in layout.RESULTS.glob("*/**/*.json") if p != layout.overlap_file(p.parent.name))
     for path in files:
         rows, seconds = read_results(path)
         for row in rows:
@@ -52,7 +53,7 @@ def run(params: Params) -> None:
         "K (language, task)": f"{params.lang_k:,} / {params.task_k:,}", "seed": str(params.seed),
         "git revision": git_revision(), "params hash": params_hash(params.raw),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "hardware": f"{platform.machine()}, {platform.processor() or 'cpu'}, {_cpu_count()} CPU cores",
+        "hardware": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count() or 1} CPU cores",
     }
     reports = []
     for task in sorted(rows_by_task):
@@ -79,8 +80,3 @@ def run(params: Params) -> None:
     write_json(layout.REPORTS / "metrics.json", headline_metrics([r for r in all_rows if "ablation" not in r]))
     print(f"{layout.REPORTS / 'index.html'}: {len(all_rows)} result rows from {len(files)} files")
 
-
-def _cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 1
