@@ -23,8 +23,10 @@ FILE = "pytorch_diff.bin"
 def repo_for(params: Params, kind: str, name: str) -> str:
     published = params.raw.get("published") or {}
     if kind == "lang":
+        if not published.get("lang_repo"):
+            raise ConfigError("published.lang_repo: not set (only the paper presets name released diffs)")
         code = (published.get("codes") or {}).get(name, name)
-        return str(published.get("lang_repo", "")).format(code=code)
+        return str(published["lang_repo"]).format(code=code)
     repos = published.get("task_repos") or {}
     if name not in repos:
         raise ConfigError(f"published.task_repos.{name}: no released repo named for task {name!r}")

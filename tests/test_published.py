@@ -75,3 +75,18 @@ def test_bad_indices_are_refused(tmp_path):
     with pytest.raises(DiffError, match="strictly increasing"):
         import_published(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_import_published_without_a_repo_names_the_key(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((repo / "presets" / "smoke.yaml").read_text())
+    result = CliRunner().invoke(app, ["import-published", "lang", "en"])
+    assert result.exit_code == 2 and "published.lang_repo: not set" in result.output
+    assert not (tmp_path / "diffs").exists()
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["preset"] == "smoke"
