@@ -52,8 +52,8 @@ import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
-from pipeline.atomic import atomic_dir
-from pipeline.models import save_model
+from pipeline.core.atomic import atomic_dir
+from pipeline.core.models import save_model
 
 MAGIC = b"E5S1"
 VERSION = 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sft import SparseDiff
+from pipeline.formats.sparse_diff import SparseDiff
 
 LAYER = re.compile(r"\.layers?\.(\d+)\.")
 

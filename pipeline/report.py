@@ -29,15 +29,13 @@ from typing import Any
 import pandas as pd
 
 from pipeline import plots
-from pipeline.plots import TASK_METRICS, metric_label
+from pipeline.methods import reported_order
+from pipeline.plots import metric_label, task_metrics as known_metrics
 
-__all__ = ["METHOD_ORDER", "TASK_METRICS", "TaskReport", "task_table", "parameter_counts", "headline_metrics",
+__all__ = ["METHOD_ORDER", "TaskReport", "task_table", "parameter_counts", "headline_metrics",
            "read_references", "reference_comparison", "render_report", "render_table", "format_count"]
 
-METHOD_ORDER = ["lt-sft-published", "lt-sft", "lt-sft-task-only", "rand-sft", "madx", "madx-task-only",
-                "full-ft", "dense-composed", "dense-composed-task-only", "head-only"]
-TASK_TITLES = {"pos": "Part-of-speech tagging (POS)", "dp": "Dependency parsing (DP)",
-               "ner": "Named entity recognition (NER)", "nli": "Natural language inference (NLI)"}
+METHOD_ORDER = reported_order()  # the registry's order, each method's composed variant first
 REFERENCE_COLUMNS = ("task", "method", "lang", "metric", "value", "source")
 
 CSS = """
@@ -81,6 +79,13 @@ def _main(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in rows if not r.get("ablation")]
 
 
+def task_title(task: str) -> str:
+    """The task's own title (its section heading), or its name for a task this code lacks."""
+    from pipeline.tasks import TASKS
+
+    return TASKS[task].title if task in TASKS else task
+
+
 def _method_order(methods: Iterable[str]) -> list[str]:
     methods = set(methods)
     return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
@@ -91,10 +96,10 @@ def _usable(value: Any) -> bool:
 
 
 def task_metrics(rows: Iterable[Mapping[str, Any]], task: str) -> list[str]:
-    """The metrics a task's tables show: TASK_METRICS' order for those present in the rows,
+    """The metrics a task's tables show: the task's own order for those present in the rows,
     then any other metric the rows carry (alphabetically)."""
     present = {r["metric"] for r in _main(rows) if r.get("task") == task}
-    known = [m for m in TASK_METRICS.get(task, ()) if m in present]
+    known = [m for m in known_metrics(task) if m in present]
     return known + sorted(present - set(known))
 
 
@@ -136,7 +141,7 @@ def headline_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, d
     out: dict[str, dict[str, dict[str, float]]] = {}
     for task in sorted({r["task"] for r in _main(rows)}):
         metrics = task_metrics(rows, task)
-        several = len(set(TASK_METRICS.get(task, ())) | set(metrics)) > 1
+        several = len(set(known_metrics(task)) | set(metrics)) > 1
         for metric in metrics:
             table = task_table(rows, task, metric)
             key = f"{task}_{metric}" if several else task
@@ -304,7 +309,7 @@ class TaskReport:
 def _render_task(report: TaskReport, plots_dir: Path) -> str:
     task = report.task
     rows = [r for r in report.rows if r.get("task") == task]
-    parts = [f"<section id='{_esc(task)}'><h2>{_esc(TASK_TITLES.get(task, task))}</h2>"]
+    parts = [f"<section id='{_esc(task)}'><h2>{_esc(task_title(task))}</h2>"]
     langs = sorted({r["lang"] for r in _main(rows)})
     provenance = report.provenance or {}
     source = provenance.get("source") or str(provenance.get("source → targets", "")).partition(" → ")[0] or None

@@ -12,56 +12,56 @@ from __future__ import annotations
 
 import time
 
-import torch
-
-from pipeline.atomic import write_json
-from pipeline.lottery import train_lt_sft
-from pipeline.models import load_tokenizer
-from pipeline.sft import SparseDiff, maskable_parameter_names, snapshot
+from pipeline.core.atomic import write_json
+from pipeline.core.composition import DiffComposer
+from pipeline.core.errors import ConfigError
+from pipeline.core.evaluation import score
+from pipeline.methods import METHODS
+from pipeline.core.models import load_tokenizer
+from pipeline.core.runs import run_facts
 from pipeline.tasks import get_task
 from stages import layout
-from stages.common import numel, require_files
-from stages.config import ConfigError, Params
-from stages.evaluate import DiffComposer, score
+from stages.common import require_files, write_run_logs
 
-SWEPT = {"lt-sft": [("lt-sft-task-only", False), ("lt-sft", True)], "rand-sft": [("rand-sft", True)]}
+def run(params, task_name: str, k: int) -> None:
+    from pipeline.formats.sparse_diff import SparseDiff
+    from pipeline.methods.lt_sft.lottery import train_lt_sft
+    from pipeline.core.parameters import count_parameters_named, maskable_parameter_names, restore, snapshot
 
-
-def run(params: Params, task_name: str, k: int) -> None:
+    swept = [name for name, method in METHODS.items() if method.swept]
     spec = params.task(task_name)
     params = params.for_task(task_name)
     task = get_task(task_name)
-    targets = list(spec.targets)
+    paths = layout.COMPONENTS
     train_path = layout.task_split(task_name, spec.source, "train", task.data_format)
-    lang_paths = {method: {lang: layout.lang_diff(lang, method) for lang in targets} for method in SWEPT}
-    require_files(layout.BASE_MODEL, train_path, layout.task_phase1(task_name),
-                  *(layout.lang_diff(spec.source, m) for m in SWEPT),
-                  *(path for paths in lang_paths.values() for path in paths.values()),
-                  *(layout.task_split(task_name, lang, "test", task.data_format) for lang in targets))
+    tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in spec.targets}
+    lang_paths = {method: {lang: paths.component(method, "lang", lang) for lang in spec.targets} for method in swept}
+    phase1 = paths.component("lt-sft", "task-phase1", task_name)
+    require_files(layout.BASE_MODEL, train_path, phase1, *(paths.component(m, "lang", spec.source) for m in swept),
+                  *(path for by_lang in lang_paths.values() for path in by_lang.values()), *tests.values())
     started = time.monotonic()
     tokenizer = load_tokenizer(layout.BASE_MODEL)
     features = task.featurize(task.read(train_path), tokenizer, params.task_sft.max_length)
     rows = []
-    for method, variants in SWEPT.items():
+    for method in swept:
         model = task.build_model(layout.BASE_MODEL, params.seed)
-        SparseDiff.load(layout.lang_diff(spec.source, method)).apply(model)
-        total = numel(model, maskable_parameter_names(model))
+        SparseDiff.load(paths.component(method, "lang", spec.source)).apply(model)
+        total = count_parameters_named(model, maskable_parameter_names(model))
         if not 0 < k <= total:
             raise ConfigError(f"ablation.k: K={k} is outside 1..{total} (the maskable entries)")
         phase1_state = None
-        if method == "lt-sft":
+        if METHODS[method].selection == "magnitude":  # LT-SFT: select from the main run's phase 1
             start = snapshot(model)
-            SparseDiff.load(layout.task_phase1(task_name)).apply(model, with_dense=True)
+            SparseDiff.load(phase1).apply(model, with_dense=True)
             phase1_state = snapshot(model)
-            with torch.no_grad():
-                for name, value in model.named_parameters():
-                    value.copy_(start[name])
-        config = params.task_sft.lottery(k, params.seed, "random" if method == "rand-sft" else "magnitude")
+            restore(model, start)
+        config = params.task_sft.lottery(k, params.seed, METHODS[method].selection)
         diff = train_lt_sft(model, features, task.collator(tokenizer), config, phase1_state=phase1_state).diff
         diff.provenance["k"] = k
         diff.provenance["trainable_parameters"] = k + sum(t.numel() for t in diff.dense.values())
-        composer = DiffComposer(layout.task_diff(task_name, method), lang_paths[method], task_diff=diff)
-        rows += score(params, task, task_name, targets, composer, variants, {"ablation": "sparsity"})
-    write_json(layout.sparsity_file(task_name, k),
-               {"rows": rows, "seconds": {"evaluation": round(time.monotonic() - started, 1), "components": {}}})
-
+        composer = DiffComposer(paths.component(method, "task", task_name), lang_paths[method], task_diff=diff)
+        rows += score(params, task, task_name, layout.BASE_MODEL, tests, composer, METHODS[method].variants,
+                      {"ablation": "sparsity"})
+    out = layout.sparsity_file(task_name, k)
+    write_json(out, {"rows": rows})
+    write_run_logs({str(out): run_facts(params, time.monotonic() - started)})

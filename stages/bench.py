@@ -1,4 +1,4 @@
-"""`ltsft bench`: cost figures of LT-SFT's machinery on an mBERT-size model (pipeline/bench.py)."""
+"""`ltsft bench`: cost figures of LT-SFT's machinery on an mBERT-size model (benchmarks/bench.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import write_json
-from pipeline.bench import bench_paper_rate, run_benchmark
+from pipeline.core.atomic import write_json
+from benchmarks.bench import bench_paper_rate, run_benchmark
 
 # (key, label, unit, format) in print order; absent or None values print as "-".
 ROWS: list[tuple[str, str, str, str]] = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import sys
@@ -11,9 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.madx import AdapterError
-from pipeline.sft import DiffError
-from stages.config import UserError, load_params
+# Light imports only: `ltsft --help` must not load torch or transformers (each command
+# imports what it runs). The registry below is torch-free by design.
+from pipeline.core.errors import LtsftError
+from pipeline.methods import METHODS, language_methods, task_methods
 
 app = typer.Typer(
     help=__doc__ + "\n\nThe usual order: download → prepare-model → train-lang LANG (each language and "
@@ -28,6 +30,10 @@ app.add_typer(diff_app, name="diff")
 ParamsOption = Annotated[Path, typer.Option("--params", help="Parameter file to read.")]
 
 
+def _value(choice: Any) -> str:
+    return choice.value if isinstance(choice, enum.Enum) else str(choice)
+
+
 def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Bad input (params, files, diffs) ends in one line on stderr and exit code 2."""
 
@@ -35,7 +41,7 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (UserError, DiffError, AdapterError) as err:
+        except LtsftError as err:
             typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
 
@@ -44,9 +50,25 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _prepare(params_path: Path):
     from stages.common import quiet_transformers
+    from pipeline.core.config import load_params
 
+    params = load_params(params_path)  # bad params fail before transformers is even imported
     quiet_transformers()
-    return load_params(params_path)
+    return params
+
+
+def _choices(name: str, methods: list[str]) -> type[enum.Enum]:
+    """The registry's methods as a typer choice (so `--help` lists them)."""
+    return enum.Enum(name, [(method, method) for method in methods], type=str)
+
+
+def _described(methods: list[str]) -> str:
+    return "; ".join(f"{name}: {METHODS[name].summary}" for name in methods)
+
+
+LangMethod = _choices("LangMethod", language_methods())
+TaskMethod = _choices("TaskMethod", task_methods())
+EvalMethod = _choices("EvalMethod", list(METHODS))
 
 
 @app.command()
@@ -76,32 +98,28 @@ def prepare_model(params: ParamsOption = Path("params.yaml")) -> None:
     stage.run(_prepare(params))
 
 
-LANG_METHODS = "lt-sft (the LT-SFT diff, and its dense phase 1 for dense-composed), rand-sft, madx"
-TASK_METHODS = "lt-sft, rand-sft, dense-composed, full-ft, head-only, madx"
-
-
 @app.command("train-lang")
 @one_line_errors
 def train_lang(
     lang: Annotated[str, typer.Argument(help="Language code, a key under `languages:` in params.")],
-    method: Annotated[str, typer.Option("--method", help=f"What to train: {LANG_METHODS}.")] = "lt-sft",
+    method: Annotated[LangMethod, typer.Option("--method", help=f"What to train. {_described(language_methods())}.")] = "lt-sft",
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Train LANG's language component by masked LM on its raw text.
 
-    lt-sft writes diffs/lt-sft/lang/LANG (and diffs/dense-composed/lang/LANG); rand-sft
-    writes diffs/rand-sft/lang/LANG; madx writes adapters/madx/lang/LANG.
+    Writes diffs/METHOD/lang/LANG (adapters/madx/lang/LANG for madx); lt-sft also keeps its
+    dense phase 1 as diffs/dense-composed/lang/LANG.
     """
     from stages import train_lang as stage
 
-    stage.run(_prepare(params), lang, method)
+    stage.run(_prepare(params), lang, _value(method))
 
 
 @app.command("train-task")
 @one_line_errors
 def train_task(
     task: Annotated[str, typer.Argument(help="Task name, a key under `tasks:` in params (e.g. pos).")],
-    method: Annotated[str, typer.Option("--method", help=f"What to train: {TASK_METHODS}.")] = "lt-sft",
+    method: Annotated[TaskMethod, typer.Option("--method", help=f"What to train. {_described(task_methods())}.")] = "lt-sft",
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Train TASK's component on its source language (over the source language's component).
@@ -110,24 +128,24 @@ def train_task(
     """
     from stages import train_task as stage
 
-    stage.run(_prepare(params), task, method)
+    stage.run(_prepare(params), task, _value(method))
 
 
 @app.command()
 @one_line_errors
 def evaluate(
     task: Annotated[str, typer.Argument(help="Task name, a key under `tasks:` in params.")],
-    method: Annotated[str, typer.Option("--method", help=f"Trained method to score: {TASK_METHODS}.")] = "lt-sft",
+    method: Annotated[EvalMethod, typer.Option("--method", help="Trained method to score.")] = "lt-sft",
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compose METHOD's components onto θ0 and score zero-shot on every target of TASK.
 
-    Writes results/TASK/METHOD.json (lt-sft also scores lt-sft-task-only; madx also
-    madx-task-only).
+    Writes results/TASK/METHOD.json with every variant the method reports (lt-sft also
+    scores lt-sft-task-only; madx also madx-task-only).
     """
     from stages import evaluate as stage
 
-    stage.run(_prepare(params), task, method)
+    stage.run(_prepare(params), task, _value(method))
 
 
 @app.command()
@@ -197,7 +215,7 @@ def diff_import(
     The file is read with torch's weights-only unpickler (only numpy scalar globals allowed);
     column-major delta-coded indices become our row-major Elias-Fano-coded ones.
     """
-    from pipeline.published import import_published
+    from pipeline.formats.published import import_published
 
     diff = import_published(path, out, base_model)
     typer.echo(f"{out}: {diff.nnz:,} entries in {len(diff.indices)} tensors, dense {sorted(diff.dense)}")

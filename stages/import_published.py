@@ -3,7 +3,7 @@
 For the `lt-sft-published` method (paper preset): fetch ``pytorch_diff.bin`` from the
 hub repo named in params (`published.lang_repo` / `published.task_repos`), or read it
 from `published.local_root/<repo>/pytorch_diff.bin`, and convert it to our format with
-pipeline/published.py (no code from the file is ever run). Evaluation then composes them
+pipeline/formats/published.py (no code from the file is ever run). Evaluation then composes them
 exactly like our own diffs: the quickest check of our evaluation against the paper.
 """
 
@@ -12,29 +12,27 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pipeline.published import load_published, reorder_head, to_sparse_diff
+from pipeline.formats.published import load_published, reorder_head, to_sparse_diff
 from pipeline.tasks import get_task
 from stages import layout
-from stages.config import ConfigError, Params, UserError
+from pipeline.core.config import ConfigError, Params, UserError
 
 FILE = "pytorch_diff.bin"
 
 
 def repo_for(params: Params, kind: str, name: str) -> str:
-    published = params.raw.get("published") or {}
+    published = params.published
     if kind == "lang":
-        if not published.get("lang_repo"):
+        if not published.lang_repo:
             raise ConfigError("published.lang_repo: not set (only the paper presets name released diffs)")
-        code = (published.get("codes") or {}).get(name, name)
-        return str(published["lang_repo"]).format(code=code)
-    repos = published.get("task_repos") or {}
-    if name not in repos:
+        return published.lang_repo.format(code=published.codes.get(name, name))
+    if name not in published.task_repos:
         raise ConfigError(f"published.task_repos.{name}: no released repo named for task {name!r}")
-    return str(repos[name])
+    return published.task_repos[name]
 
 
 def fetch(params: Params, repo: str) -> Path:
-    local_root = (params.raw.get("published") or {}).get("local_root")
+    local_root = params.published.local_root
     if local_root:
         path = Path(local_root).expanduser() / repo / FILE
         if not path.is_file():
@@ -42,7 +40,7 @@ def fetch(params: Params, repo: str) -> Path:
         return path
     from huggingface_hub import hf_hub_download
 
-    from pipeline.data.hub import HubError, check_reachable
+    from pipeline.sources.hub import HubError, check_reachable
 
     try:
         check_reachable()
@@ -59,9 +57,9 @@ def run(params: Params, kind: str, name: str) -> None:
     (params.language if kind == "lang" else params.task)(name)
     repo = repo_for(params, kind, name)
     path = fetch(params, repo)
-    out = layout.lang_diff(name, "lt-sft-published") if kind == "lang" else layout.task_diff(name, "lt-sft-published")
-    diff = to_sparse_diff(load_published(path), str(path), base_model=str(params.model.get("name", "")))
-    labels = ((params.raw.get("published") or {}).get("head_labels") or {}).get(name)
+    out = layout.COMPONENTS.component("lt-sft-published", kind, name)
+    diff = to_sparse_diff(load_published(path), str(path), base_model=params.model.name)
+    labels = params.published.head_labels.get(name)
     if kind == "task" and labels:
         reorder_head(diff, list(labels), list(get_task(name).labels))
     diff.provenance.update({"repo": repo, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),

@@ -15,6 +15,9 @@ DIFFS = Path("diffs")
 ADAPTERS = Path("adapters")
 RESULTS = Path("results")
 REPORTS = Path("reports")
+# Run logs (wall time, date, host, git revision): beside the outputs, never inside them, so
+# that identical inputs give byte-identical outputs. Not DVC outputs; the report reads them.
+RUNS = Path("runs")
 
 
 def task_split(task: str, lang: str, split: str, suffix: str) -> Path:
@@ -23,34 +26,24 @@ def task_split(task: str, lang: str, split: str, suffix: str) -> Path:
 
 
 def text_split(lang: str, split: str) -> Path:
-    """Raw text for a language's masked-LM diff: data/text/<lang>/<split>.txt."""
+    """Raw text for a language's masked-LM component: data/text/<lang>/<split>.txt."""
     return DATA / "text" / lang / f"{split}.txt"
 
 
-def lang_diff(lang: str, method: str = "lt-sft") -> Path:
-    """A language's diff for a diff-based method: diffs/<method>/lang/<lang>."""
-    return DIFFS / method / "lang" / lang
+class Components:
+    """The layout of trained components (pipeline.core.method.ComponentPaths):
+    ``diffs/<method>/<kind>/<name>``, or ``adapters/<method>/<kind>/<name>`` for adapters.
+    Kinds: ``lang``, ``task``, and ``task-phase1`` (LT-SFT's dense phase 1 of a task diff,
+    kept for the sparsity sweep)."""
+
+    def component(self, method: str, kind: str, name: str) -> Path:
+        from pipeline.methods import METHODS
+
+        root = ADAPTERS if METHODS[method].stores_adapters else DIFFS
+        return root / method / kind / name
 
 
-def task_diff(task: str, method: str = "lt-sft") -> Path:
-    """A task's diff (with its head as dense tensors): diffs/<method>/task/<task>."""
-    return DIFFS / method / "task" / task
-
-
-def task_phase1(task: str) -> Path:
-    """LT-SFT's dense phase-1 change of a task diff, kept for the sparsity sweep (which then
-    selects each K from it instead of re-running phase 1)."""
-    return DIFFS / "lt-sft" / "task-phase1" / task
-
-
-def lang_adapter(lang: str) -> Path:
-    """A MAD-X language adapter (bottlenecks + invertible adapter): adapters/madx/lang/<lang>."""
-    return ADAPTERS / "madx" / "lang" / lang
-
-
-def task_adapter(task: str) -> Path:
-    """A MAD-X task adapter: adapters/madx/task/<task>/adapter, its head as a diff in .../head."""
-    return ADAPTERS / "madx" / "task" / task
+COMPONENTS = Components()
 
 
 def results_file(task: str, method: str) -> Path:
@@ -66,6 +59,11 @@ def sparsity_file(task: str, k: int | str) -> Path:
 def overlap_file(task: str) -> Path:
     """Per-layer overlap of the task diff with each target's language diff."""
     return RESULTS / task / "overlap.json"
+
+
+def run_log(output: Path | str) -> Path:
+    """The run log of an output: runs/<output path>.json."""
+    return RUNS / f"{output}.json"
 
 
 def preset_file(name: str) -> Path:

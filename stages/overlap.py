@@ -3,19 +3,19 @@ target's language diff (LT-SFT), against what independent random choices would s
 
 from __future__ import annotations
 
-from pipeline.atomic import write_json
+from pipeline.core.atomic import write_json
+from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.overlap import diff_overlap
-from pipeline.sft import SparseDiff
 from stages import layout
 from stages.common import require_files
-from stages.config import Params
 
 
-def run(params: Params, task_name: str) -> None:
+def run(params, task_name: str) -> None:
     spec = params.task(task_name)
-    lang_paths = {lang: layout.lang_diff(lang) for lang in spec.targets}
-    require_files(layout.task_diff(task_name), *lang_paths.values())
-    task_diff = SparseDiff.load(layout.task_diff(task_name))
+    task_path = layout.COMPONENTS.component("lt-sft", "task", task_name)
+    lang_paths = {lang: layout.COMPONENTS.component("lt-sft", "lang", lang) for lang in spec.targets}
+    require_files(task_path, *lang_paths.values())
+    task_diff = SparseDiff.load(task_path)
     langs, layers = {}, []
     for lang, path in lang_paths.items():
         found = diff_overlap(SparseDiff.load(path), task_diff)

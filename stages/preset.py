@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
-
-from pipeline.atomic import atomic_file
+from pipeline.core.atomic import atomic_file
 from stages import layout
-from stages.config import ConfigError, parse_params
+from pipeline.core.config import ConfigError, load_params
 
 
 def available() -> list[str]:
@@ -18,7 +16,7 @@ def run(name: str) -> None:
     if not source.is_file():
         raise ConfigError(f"preset {name!r}: no {source} (available: {', '.join(available())})")
     text = source.read_text(encoding="utf-8")
-    parse_params(yaml.safe_load(text))  # never install a broken preset
+    load_params(source)  # never install a broken preset: the same schema as every stage (errors name the key)
     with atomic_file(layout.PARAMS) as handle:
         handle.write(text)
     print(f"{layout.PARAMS}: now preset {name}")

@@ -4,28 +4,32 @@ plots, self-contained), reports/plots/*.png|csv (also DVC plots) and reports/met
 from __future__ import annotations
 
 import json
-import os
-import platform
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import atomic_dir, atomic_file, write_json
+from pipeline.core.atomic import atomic_dir, atomic_file, write_json
 from pipeline.report import TaskReport, headline_metrics, read_references, render_report
+from pipeline.core.runs import params_hash
 from stages import layout
-from stages.common import git_revision, params_hash
-from stages.config import Params, UserError
+from pipeline.core.config import Params, UserError
 
 REFERENCES = Path("references/paper.csv")  # published figures for the paper preset (empty until filled)
 PLOTS = layout.REPORTS / "plots"  # PNGs: what `dvc plots show` renders
 PLOT_DATA = layout.REPORTS / "plot-data"  # the numbers behind each plot, as CSV
 
 
-def read_results(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows and timing of one results file (older files were a bare list of rows)."""
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of one results file (older files were a bare list of rows)."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    return (data, {}) if isinstance(data, list) else (data["rows"], data.get("seconds", {}))
+    return data if isinstance(data, list) else data["rows"]
+
+
+def read_log(output: Path | str) -> dict[str, Any]:
+    """An output's run log (wall time, host, revision), or {} where none was kept (e.g. an
+    output pulled from a DVC remote): run facts are never part of an output itself."""
+    path = layout.run_log(output)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _minutes(seconds: float) -> str:
@@ -36,24 +40,35 @@ def run(params: Params) -> None:
     rows_by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     components: dict[str, dict[str, float]] = defaultdict(dict)
     evaluation: dict[str, float] = defaultdict(float)
+    logs = []
     files = sorted(p for p in layout.RESULTS.glob("*/**/*.json") if p != layout.overlap_file(p.parent.name))
     for path in files:
-        rows, seconds = read_results(path)
-        for row in rows:
+        for row in read_rows(path):
             rows_by_task[row["task"]].append(row)
         task = path.relative_to(layout.RESULTS).parts[0]
-        evaluation[task] += float(seconds.get("evaluation") or 0)
-        components[task].update({k: float(v) for k, v in (seconds.get("components") or {}).items() if v is not None})
+        log = read_log(path)
+        evaluation[task] += float(log.get("wall_seconds") or 0)
+        for component in log.get("components", []):
+            component_log = read_log(component)
+            components[task][component] = float(component_log.get("wall_seconds") or 0)
+            logs.append(component_log)
+        logs.append(log)
     if not rows_by_task:
         raise UserError(f"{layout.RESULTS}: no results to report (run the evaluate stages first)")
 
+    logs = [log for log in logs if log]
+    def seen(key: str) -> str:
+        return ", ".join(sorted({str(log[key]) for log in logs if key in log})) or "unknown (no run logs)"
+
     references = read_references(REFERENCES) if REFERENCES.is_file() else []
     common = {
-        "preset": params.preset, "model": str(params.model.get("name", "")),
+        "preset": params.preset, "model": params.model.name,
         "K (language, task)": f"{params.lang_k:,} / {params.task_k:,}", "seed": str(params.seed),
-        "git revision": git_revision(), "params hash": params_hash(params.raw),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "hardware": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count() or 1} CPU cores",
+        "params hash": params_hash(params.raw),
+        # From the run logs of the results and the components behind them (runs/): the
+        # report is then a function of its inputs, and re-rendering it changes no byte.
+        "git revision": seen("git_revision"), "hardware": seen("hardware"),
+        "last run finished": max((log["finished"] for log in logs if "finished" in log), default="unknown"),
     }
     reports = []
     for task in sorted(rows_by_task):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification, PreTrainedTokenizerFast
 
-from pipeline.models import train_wordpiece_tokenizer
+from pipeline.core.models import train_wordpiece_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMOKE_TEXT = FIXTURES / "smoke" / "text"

@@ -1,4 +1,4 @@
-"""Tests for `ltsft bench` (pipeline/bench.py, stages/bench.py) on a tiny model: seconds, no timings asserted."""
+"""Tests for `ltsft bench` (benchmarks/bench.py, stages/bench.py) on a tiny model: seconds, no timings asserted."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline import bench
-from pipeline.selection import magnitude_scorer, select_top_k
-from pipeline.sft import maskable_parameter_names, snapshot
+from benchmarks import bench
+from pipeline.methods.lt_sft.selection import magnitude_scorer, select_top_k
+from pipeline.core.parameters import maskable_parameter_names, snapshot
 
 TINY_MODEL = dict(
     vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -120,7 +120,7 @@ def test_stage_prints_table_and_writes_json(
 
 
 def test_paper_rate_runs_the_language_sft_step_on_a_small_config():
-    from pipeline.bench import bench_paper_rate
+    from benchmarks.bench import bench_paper_rate
 
     config = dict(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=64, max_position_embeddings=64)

@@ -1,10 +1,10 @@
-"""IOB2 NER files and tag repairs (pipeline/data/bio.py)."""
+"""IOB2 NER files and tag repairs (pipeline/formats/bio.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.data.bio import (
+from pipeline.formats.bio import (
     NER_TAGS, TaggedSentence, biose_to_bio, iob2_error, map_entity_types, read_bio, to_bio, write_bio,
 )
 

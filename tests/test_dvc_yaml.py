@@ -1,81 +1,105 @@
-"""dvc.yaml spells the paths that stages/layout.py computes: check that the two agree, and
-that every method the stages know is a DVC stage."""
+"""dvc.yaml is generated from the method registry and stages/layout.py: check that it is
+current, and — through DVC's own resolution of it against params.yaml — that every method
+has its stages, writing the layout's paths, depending on exactly the code they run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from stages import layout
-from stages.evaluate import VARIANTS
-from stages.train_lang import METHODS as LANG_METHODS
-from stages.train_task import TRAINERS, source_component
-from stages.config import TaskSpec
+from pipeline.core.config import load_params
+from pipeline.methods import METHODS, language_methods, task_methods
+from stages import dvc_yaml, layout
 
 REPO = Path(__file__).resolve().parents[1]
-KEY, SOURCE = "${key}", "${item.source}"
+REPORTING = {"pipeline/report.py", "pipeline/plots.py", "pipeline", "pipeline/"}
 
 
-def stages() -> dict:
-    return {name: stage.get("do", stage) for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
+def test_dvc_yaml_is_generated_from_the_registry():
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml.render(), "run `ltsft dvc-yaml` and commit dvc.yaml"
 
 
-def by_command(prefix: str) -> dict[str, dict]:
-    """{--method value: stage body} for the stages whose command starts with ``prefix``."""
-    found = {}
-    for body in stages().values():
-        if body["cmd"].startswith(prefix):
-            method = body["cmd"].split("--method ")[1] if "--method" in body["cmd"] else "lt-sft"
-            found[method] = body
-    return found
+def test_dvc_yaml_is_short():
+    assert len((REPO / "dvc.yaml").read_text().splitlines()) <= 200
 
 
-def lang_outputs(method: str) -> set[str]:
-    if method == "madx":
-        return {str(layout.lang_adapter(KEY))}
-    outs = {str(layout.lang_diff(KEY, method))}
-    return outs | ({str(layout.lang_diff(KEY, "dense-composed"))} if method == "lt-sft" else set())
+@pytest.fixture(scope="module")
+def resolved() -> dict[tuple[str, ...], dict]:
+    """DVC's own view of dvc.yaml with the repository's params.yaml: {command words: stage}."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        found = {}
+        for stage in repo.index.stages:
+            words = tuple(stage.cmd.split())
+            found[words] = {"name": stage.addressing, "deps": [str(d.def_path) for d in stage.deps],
+                            "outs": [str(o.def_path) for o in stage.outs],
+                            "params": sorted(key for d in stage.deps if hasattr(d, "params") for key in d.params)}
+        return found
 
 
-def test_every_language_method_is_a_stage_writing_the_layout_paths():
-    found = by_command("ltsft train-lang")
-    assert set(found) == set(LANG_METHODS)
-    for method, body in found.items():
-        assert set(body["outs"]) == lang_outputs(method), method
+@pytest.fixture(scope="module")
+def params():
+    return load_params(REPO / "params.yaml")
 
 
-def test_every_task_method_is_a_stage_with_its_source_component_as_dependency():
-    found = by_command("ltsft train-task")
-    assert set(found) == set(TRAINERS)
-    spec = TaskSpec("${key}", SOURCE, ())
-    for method, body in found.items():
-        out = layout.task_adapter(KEY) if method == "madx" else layout.task_diff(KEY, method)
-        extra = [str(layout.task_phase1(KEY))] if method == "lt-sft" else []  # kept for the sparsity sweep
-        assert body["outs"] == [str(out), *extra], method
-        assert {str(p) for p in source_component(method, spec)} <= set(body["deps"]), method
+def path(method: str, kind: str, name: str) -> str:
+    return str(layout.COMPONENTS.component(method, kind, name))
 
 
-def test_every_method_is_evaluated_into_its_results_file():
-    found = by_command("ltsft evaluate")
-    assert set(found) == set(VARIANTS)
-    for method, body in found.items():
-        key = "${item}" if method == "lt-sft-published" else KEY  # a list of task names, not the tasks dict
-        assert body["outs"] == [str(layout.results_file(key, method))], method
+def code_deps(method) -> set[str]:
+    return {f"pipeline/methods/{part}" for part in method.code}
 
 
-def test_published_stages_write_the_layout_paths():
-    bodies = {name: body for name, body in stages().items() if name.startswith("import_published")}
-    assert bodies["import_published_lang"]["outs"] == [str(layout.lang_diff("${item}", "lt-sft-published"))]
-    assert bodies["import_published_task"]["outs"] == [str(layout.task_diff("${item}", "lt-sft-published"))]
+def test_every_language_method_trains_every_language(resolved, params):
+    for name in language_methods():
+        method = METHODS[name]
+        also = [m for m, other in METHODS.items() if other.language_from == name and m != name]
+        for lang in params.languages:
+            stage = resolved[("ltsft", "train-lang", lang, "--method", name)]
+            assert stage["outs"] == [path(m, "lang", lang) for m in [name, *also]], stage["name"]
+            assert code_deps(method) <= set(stage["deps"]) and not REPORTING & set(stage["deps"]), stage["name"]
+            assert set(method.language_sections) <= set(stage["params"]), stage["name"]
 
 
-def test_ablation_overlap_and_report_stages():
-    found = stages()
-    assert found["ablate_sparsity"]["outs"] == [str(layout.sparsity_file("${ablation.task}", "${item}"))]
-    assert str(layout.task_phase1("${ablation.task}")) in found["ablate_sparsity"]["deps"]
-    assert str(layout.task_phase1(KEY)) in found["train_task"]["outs"]
-    assert found["overlap"]["outs"] == [str(layout.overlap_file(KEY))]
-    assert set(found["report"]["outs"]) == {"reports/index.html", "reports/plots", "reports/plot-data"}
-    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
-    assert plots == ["reports/plots"]
+def test_every_task_method_trains_over_its_source_component(resolved, params):
+    for name in task_methods():
+        method = METHODS[name]
+        for task, spec in params.tasks.items():
+            stage = resolved[("ltsft", "train-task", task, "--method", name)]
+            assert stage["outs"] == [path(name, kind, task) for kind in ("task", *method.task_extras)], stage["name"]
+            sources = {str(p) for p in method.task_inputs(layout.COMPONENTS, task, spec.source)}
+            assert sources <= set(stage["deps"]), stage["name"]
+            assert code_deps(method) <= set(stage["deps"]) and not REPORTING & set(stage["deps"]), stage["name"]
+            # Its own params sections, and no other method's.
+            others = {s for m in METHODS.values() for s in m.sections} - set(method.sections)
+            assert set(method.sections) <= set(stage["params"]) and not others & set(stage["params"]), stage["name"]
+
+
+def test_every_method_is_evaluated_into_its_results_file(resolved, params):
+    for name, method in METHODS.items():
+        tasks = params.published.tasks if method.imported else list(params.tasks)
+        for task in tasks:
+            stage = resolved[("ltsft", "evaluate", task, "--method", name)]
+            assert stage["outs"] == [str(layout.results_file(task, name))], stage["name"]
+            assert path(name, "task", task) in stage["deps"] and not REPORTING & set(stage["deps"]), stage["name"]
+
+
+def test_ablation_overlap_and_report_stages(resolved, params):
+    task = params.ablation.task
+    for k in params.ablation.k:
+        stage = resolved[("ltsft", "ablate", task, "--k", str(k))]
+        assert stage["outs"] == [str(layout.sparsity_file(task, k))]
+        assert path("lt-sft", "task-phase1", task) in stage["deps"]
+    for task in params.tasks:
+        assert resolved[("ltsft", "overlap", task)]["outs"] == [str(layout.overlap_file(task))]
+    report = resolved[("ltsft", "report")]
+    assert set(report["outs"]) >= {"reports/index.html", "reports/plots", "reports/plot-data"}
+    assert yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] == ["reports/plots"]
+
+
+def test_only_the_report_depends_on_reporting_code(resolved):
+    users = {stage["name"] for stage in resolved.values() if REPORTING & set(stage["deps"])}
+    assert users == {"report"}

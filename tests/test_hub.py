@@ -1,4 +1,4 @@
-"""Hub loaders (pipeline/data/hub.py) offline: small parquet files written here in the
+"""Hub loaders (pipeline/sources/hub.py) offline: small parquet files written here in the
 hub's schemas, read through `data.local_root`; and the fast failure when the hub is away."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import datasets
 import pytest
 
-from pipeline.data import hub
-from pipeline.data.conllu import UPOS_TAGS
+from pipeline.sources import hub
+from pipeline.formats.conllu import UPOS_TAGS
 
 UD_ROWS = {
     "idx": ["s1", "s2"],

@@ -1,4 +1,4 @@
-"""Tests for the Elias-Fano index codec (pipeline/index_codec.py)."""
+"""Tests for the Elias-Fano index codec (pipeline/formats/index_codec.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.index_codec import EncodedIndices, choose_low_bits, decode, encode
+from pipeline.formats.index_codec import EncodedIndices, choose_low_bits, decode, encode
 
 
 def _roundtrip(indices: np.ndarray, universe: int) -> EncodedIndices:

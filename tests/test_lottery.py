@@ -1,4 +1,4 @@
-"""LT-SFT training (pipeline/lottery.py) on a tiny BertForTokenClassification."""
+"""LT-SFT training (pipeline/methods/lt_sft/lottery.py) on a tiny BertForTokenClassification."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import copy
 import pytest
 import torch
 
-import pipeline.lottery as lottery
-import pipeline.training as training
-from pipeline.lottery import LotteryConfig, PhaseBudget, run_trainer, train_lt_sft
-from pipeline.selection import magnitude_scorer, select_top_k
-from pipeline.sft import SparseDiff, layer_norm_parameter_names, maskable_parameter_names, snapshot
-from pipeline.sparse_adamw import SparseAdamW
+import pipeline.methods.lt_sft.lottery as lottery
+import pipeline.core.training as training
+from pipeline.methods.lt_sft.lottery import LotteryConfig, PhaseBudget, run_trainer, train_lt_sft
+from pipeline.methods.lt_sft.selection import magnitude_scorer, select_top_k
+from pipeline.formats.sparse_diff import SparseDiff
+from pipeline.core.parameters import layer_norm_parameter_names, maskable_parameter_names, snapshot
+from pipeline.core.sparse_adamw import SparseAdamW
 from pipeline.tasks.pos import PosTagging
 
 K = 500

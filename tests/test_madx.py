@@ -1,4 +1,4 @@
-"""MAD-X adapters (pipeline/madx.py): sizes, placement in the computation, freezing, storage."""
+"""MAD-X adapters (pipeline/methods/madx): sizes, placement in the computation, freezing, storage."""
 
 from __future__ import annotations
 
@@ -21,23 +21,19 @@ from transformers import (
     XLMRobertaForTokenClassification,
 )
 
-from pipeline.madx import (
-    META_FILE,
-    TENSORS_FILE,
-    AdapterError,
+from pipeline.formats.adapter import META_FILE, TENSORS_FILE, AdapterError, load_adapter, save_adapter
+from pipeline.formats.checked import sha256_file as _sha256
+from pipeline.methods.madx.adapters import (
     BottleneckAdapter,
     InvertibleAdapter,
     LanguageAdapter,
     MadX,
     TaskAdapter,
-    _sha256,
     add_madx,
-    count_parameters,
     freeze_all_except,
-    load_adapter,
-    save_adapter,
     set_active,
 )
+from pipeline.core.parameters import count_parameters
 
 VOCAB = 100
 HIDDEN = 32
@@ -423,12 +419,13 @@ def test_save_and_load_roundtrip_is_bit_identical(tmp_path: Path, factory):
     for name, tensor in adapter.state_dict().items():
         assert torch.equal(tensor, fresh.state_dict()[name]), name
     assert meta["language"] == "sw" and meta["steps"] == 3
-    assert meta["format"] == "ltsft-adapter" and meta["version"] == 1
+    assert meta["format"] == "ltsft-adapter" and meta["version"] == 2
     assert meta["kind"] == ("language" if isinstance(adapter, LanguageAdapter) else "task")
     assert (meta["hidden_size"], meta["num_layers"]) == (HIDDEN, LAYERS)
     assert meta["reduction_factor"] == adapter.reduction_factor
     assert meta["parameters"] == count_parameters(adapter)
-    assert meta["sha256"] == _sha256(tmp_path / "adapter" / TENSORS_FILE)
+    assert meta["tensors_sha256"] == _sha256(tmp_path / "adapter" / TENSORS_FILE)
+    assert meta["tensors_bytes"] == (tmp_path / "adapter" / TENSORS_FILE).stat().st_size
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [META_FILE, TENSORS_FILE]
 
 
@@ -498,5 +495,5 @@ def test_a_tensor_of_the_wrong_shape_is_refused(saved: Path):
     save_file(tensors, str(blob))
     meta_path = saved / META_FILE
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "sha256": _sha256(blob)}))
+    meta_path.write_text(json.dumps({**meta, "tensors_sha256": _sha256(blob), "tensors_bytes": blob.stat().st_size}))
     assert_refused(saved, tiny_language_adapter(2), "shape mismatch", blob)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from pipeline.methods import METHODS, language_methods, task_methods
 from stages.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,8 @@ def smoke_params(**overrides) -> dict:
     for phase in ("lang_sft", "task_sft"):
         params[phase]["phase1"] = {"steps": 3}
         params[phase]["phase2"] = {"steps": 3}
-    for section in (params["head_only"], params["full_ft"], params["madx"]["language"], params["madx"]["task"]):
+    for section in (params["head_only"], params["full_ft"], params["bitfit"], params["madx"]["language"],
+                    params["madx"]["task"]):
         section["phase"] = {"steps": 3}
     params["data"]["root"] = str(REPO / "tests" / "fixtures" / "smoke")
     for dotted, value in overrides.items():
@@ -52,10 +54,10 @@ def ltsft(*args: str):
     return runner.invoke(app, list(args))
 
 
-LANG_METHODS = ("lt-sft", "rand-sft", "madx")
-TASK_METHODS = ("lt-sft", "rand-sft", "dense-composed", "full-ft", "head-only", "madx")
-REPORTED = {"lt-sft", "lt-sft-task-only", "rand-sft", "madx", "madx-task-only", "full-ft", "dense-composed",
-            "dense-composed-task-only", "head-only"}
+# Every registered method runs: the lists come from the registry, not from this file.
+LANG_METHODS = tuple(language_methods())
+TASK_METHODS = tuple(task_methods())
+REPORTED = {variant.name for name in TASK_METHODS for variant in METHODS[name].variants}
 
 
 def rows_of(path: str) -> list[dict]:
@@ -96,6 +98,8 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
     assert by_method["madx"]["params_lang"] == madx_lang and by_method["madx"]["params_task"] == madx_task
     assert by_method["madx-task-only"]["params_lang"] == 0
     assert by_method["lt-sft"]["k"] == k and "k" not in by_method["full-ft"]
+    biases = 2 * (4 * 64 + 128 + 64)  # per layer: query, key, value, attention output; FFN in (128) and out
+    assert by_method["bitfit"]["k"] == biases and by_method["bitfit"]["params_task"] == biases + head
     sweep = rows_of("results/pos/sparsity/k5000.json")
     assert {(r["method"], r["k"], r["ablation"]) for r in sweep} == {
         (m, 5000, "sparsity") for m in ("lt-sft", "lt-sft-task-only", "rand-sft")}
@@ -192,7 +196,7 @@ def test_preset_command(workdir):
 
 
 def test_presets_are_valid():
-    from stages.config import parse_params
+    from pipeline.core.config import parse_params
 
     for preset in (REPO / "presets").glob("*.yaml"):
         parse_params(yaml.safe_load(preset.read_text()))
@@ -206,7 +210,7 @@ def test_help_everywhere():
 
 
 def test_task_overrides_merge_only_into_that_task():
-    from stages.config import parse_params
+    from pipeline.core.config import parse_params
 
     tree = smoke_params(**{"tasks.pos.overrides": {"task_sft": {"phase2": {"steps": 9}, "head_learning_rate": 0.01}}})
     params = parse_params(tree)
@@ -219,7 +223,7 @@ def test_task_overrides_merge_only_into_that_task():
 def test_evaluation_splits_are_capped_and_the_manifest_says_so(workdir):
     write_params(smoke_params(**{"data.max_test_sentences": 5, "data.max_dev_sentences": 4}))
     assert ltsft("download").exit_code == 0
-    from pipeline.data.conllu import read_conllu
+    from pipeline.formats.conllu import read_conllu
 
     assert len(read_conllu("data/pos/xx/test.conllu")) == 5 and len(read_conllu("data/pos/en/dev.conllu")) == 4
     assert len(read_conllu("data/pos/en/train.conllu")) > 5

@@ -1,4 +1,4 @@
-"""Importing the paper's published diffs (pipeline/published.py) from a file in their
+"""Importing the paper's published diffs (pipeline/formats/published.py) from a file in their
 format written here: column-major delta-coded indices, numpy scalars, a dense head."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.published import import_published, load_published
-from pipeline.sft import DiffError, SparseDiff
+from pipeline.formats.published import import_published, load_published
+from pipeline.formats.sparse_diff import DiffError, SparseDiff
 
 
 def published_file(path, entries, head):

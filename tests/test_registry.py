@@ -1,4 +1,4 @@
-"""Pinned registry archives (pipeline/data/registry.py), without the network: the clients
+"""Pinned registry archives (pipeline/sources/registry.py), without the network: the clients
 are replaced by fakes that write what a real client would."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import registry
-from pipeline.data.registry import PINS, Pin, RegistryError, fetch, read_member
+from pipeline.sources import registry
+from pipeline.sources.registry import PINS, Pin, RegistryError, fetch, read_member
 
 CONTENT = b"pinned archive bytes\n"
 SHA = hashlib.sha256(CONTENT).hexdigest()

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from pipeline import plots
-from pipeline.report import (METHOD_ORDER, TASK_METRICS, TaskReport, format_count, headline_metrics,
+from pipeline.plots import task_metrics as known_metrics
+from pipeline.report import (METHOD_ORDER, TaskReport, task_title, format_count, headline_metrics,
                              parameter_counts, read_references, reference_comparison, render_report, render_table,
                              task_table)
 
@@ -80,9 +81,13 @@ def test_task_table_missing_language_gives_no_average() -> None:
 
 
 def test_method_order_covers_every_method() -> None:
+    # Derived from the registry (pipeline/methods): the paper's order, BitFit after the floor.
     assert METHOD_ORDER == ["lt-sft-published", "lt-sft", "lt-sft-task-only", "rand-sft", "madx", "madx-task-only",
-                            "full-ft", "dense-composed", "dense-composed-task-only", "head-only"]
-    assert TASK_METRICS == {"pos": ("accuracy",), "dp": ("uas", "las"), "ner": ("f1",), "nli": ("accuracy",)}
+                            "full-ft", "dense-composed", "dense-composed-task-only", "head-only", "bitfit"]
+    # Derived from the tasks: each task owns its report metrics (headline last) and title.
+    assert {task: known_metrics(task) for task in ("pos", "dp", "ner", "nli")} == {
+        "pos": ("accuracy",), "dp": ("uas", "las"), "ner": ("f1",), "nli": ("accuracy",)}
+    assert task_title("dp") == "Dependency parsing (DP)" and task_title("xyz") == "xyz"
 
 
 def test_parameter_counts_and_formatting() -> None:

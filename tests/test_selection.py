@@ -1,4 +1,4 @@
-"""Global top-K selection (pipeline/selection.py) against brute force."""
+"""Global top-K selection (pipeline/methods/lt_sft/selection.py) against brute force."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pipeline.selection as selection
-from pipeline.selection import magnitude_scorer, merge_indices, random_scorer, select_top_k
+import pipeline.methods.lt_sft.selection as selection
+from pipeline.methods.lt_sft.selection import magnitude_scorer, merge_indices, random_scorer, select_top_k
 
 
 # --------------------------------------------------------------------------- helpers

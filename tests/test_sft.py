@@ -1,4 +1,4 @@
-"""SparseDiff (pipeline/sft.py): model surgery, composition, storage and refusals."""
+"""SparseDiff (pipeline/formats/sparse_diff.py): model surgery, composition, storage and refusals."""
 
 from __future__ import annotations
 
@@ -13,18 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-import pipeline.sft as sft_module
-from pipeline.models import untie_output_embeddings
-from pipeline.selection import magnitude_scorer, select_top_k
-from pipeline.sft import (
-    META_FILE,
-    TENSORS_FILE,
-    DiffError,
-    SparseDiff,
-    _sha256,
-    maskable_parameter_names,
-    snapshot,
-)
+import pipeline.formats.checked as checked_module
+from pipeline.core.models import untie_output_embeddings
+from pipeline.methods.lt_sft.selection import magnitude_scorer, select_top_k
+from pipeline.formats.checked import sha256_file as _sha256
+from pipeline.formats.sparse_diff import META_FILE, TENSORS_FILE, DiffError, SparseDiff
+from pipeline.core.parameters import maskable_parameter_names, snapshot
 
 HEAD = ["classifier.weight", "classifier.bias"]
 
@@ -367,17 +361,17 @@ def test_save_is_atomic(tagger_diff, tmp_path, monkeypatch):
         Path(filename).write_bytes(b"half a file")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(sft_module, "save_file", exploding_save_file)
+    monkeypatch.setattr(checked_module, "save_file", exploding_save_file)
     with pytest.raises(RuntimeError, match="disk full"):
         tagger_diff.save(target)
     assert list(tmp_path.iterdir()) == []  # no target, no temporary directory left behind
 
     # An existing diff at the target is left exactly as it was.
-    monkeypatch.setattr(sft_module, "save_file", save_file)
+    monkeypatch.setattr(checked_module, "save_file", save_file)
     old = SparseDiff(tagger_diff.shapes, tagger_diff.dtypes, {}, {}, k=1)
     old.save(target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
-    monkeypatch.setattr(sft_module, "save_file", exploding_save_file)
+    monkeypatch.setattr(checked_module, "save_file", exploding_save_file)
     with pytest.raises(RuntimeError):
         tagger_diff.save(target)
     assert [p.name for p in tmp_path.iterdir()] == ["diff"]

@@ -1,4 +1,4 @@
-"""SparseAdamW (pipeline/sparse_adamw.py) against torch.optim.AdamW."""
+"""SparseAdamW (pipeline/core/sparse_adamw.py) against torch.optim.AdamW."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.sparse_adamw import SparseAdamW
+from pipeline.core.sparse_adamw import SparseAdamW
 
 SHAPES = [(6, 5), (7,), (3, 2, 4)]
 HYPER = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
@@ -244,7 +244,7 @@ def test_l1_zero_lambda_keeps_plain_adamw():
 
 def test_param_groups_give_the_head_its_own_rate():
     """A head in its own group moves at its own rate; masked entries still never move."""
-    from pipeline.training import param_groups
+    from pipeline.core.training import param_groups
 
     torch.manual_seed(0)
     body = torch.nn.Parameter(torch.randn(10))

@@ -1,11 +1,11 @@
-"""Tag tables into UD v2 UPOS (pipeline/data/tagsets.py)."""
+"""Tag tables into UD v2 UPOS (pipeline/sources/tagsets.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.data.conllu import UPOS_TAGS
-from pipeline.data.tagsets import (
+from pipeline.formats.conllu import UPOS_TAGS
+from pipeline.sources.tagsets import (
     GOOGLE_UNIVERSAL_TO_UPOS, PENN_TO_UPOS, TWT_COARSE_TO_UPOS, TWT_FINE_TO_UPOS, UPOS_IDENTITY, map_tags,
 )
 

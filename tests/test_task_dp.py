@@ -11,8 +11,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoModelForTokenClassification, BertForMaskedLM, PreTrainedTokenizerFast
 
-from pipeline.models import SPECIAL_TOKENS
-from pipeline.sft import maskable_parameter_names
+from pipeline.core.models import SPECIAL_TOKENS
+from pipeline.core.parameters import maskable_parameter_names
 from pipeline.tasks.dp import (
     DEPREL_IDS,
     DEPRELS,
@@ -23,7 +23,7 @@ from pipeline.tasks.dp import (
     chu_liu_edmonds,
     greedy_heads,
 )
-from pipeline.training import PhaseBudget, run_trainer
+from pipeline.core.training import PhaseBudget, run_trainer
 from tests.conftest import make_tiny_config
 
 # Whole-word vocabulary: "barks" and "sleeps" are not in it, so they split into characters.

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import BertForMaskedLM
 
-from pipeline.data.bio import NER_TAGS, TaggedSentence
+from pipeline.formats.bio import NER_TAGS, TaggedSentence
 from pipeline.tasks.ner import NamedEntityRecognition
 from pipeline.tasks.tagging import IGNORE, WordTagging, first_subword_labels
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import BertForMaskedLM, BertForSequenceClassification
 
-from pipeline.sft import maskable_parameter_names
-from pipeline.data import nli as data_nli
+from pipeline.core.parameters import maskable_parameter_names
+from pipeline.formats import nli as data_nli
 from pipeline.tasks.nli import NLI_LABELS, NaturalLanguageInference, NliExample, write_nli
 
 TASK = NaturalLanguageInference()

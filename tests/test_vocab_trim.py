@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
-from pipeline.models import train_wordpiece_tokenizer, untie_output_embeddings
+from pipeline.core.models import train_wordpiece_tokenizer, untie_output_embeddings
 from pipeline.vocab_trim import trim_vocabulary
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]

@@ -15,13 +15,14 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from pipeline.sft import layer_norm_parameter_names, maskable_parameter_names
+from pipeline.core.parameters import layer_norm_parameter_names, maskable_parameter_names
 
 Features = dict[str, Any]
 
 
 class Task(ABC):
     name: ClassVar[str]
+    title: ClassVar[str]  # the report's section heading
     metric: ClassVar[str]  # the headline metric (dev scores, the sparsity plot, `dvc exp show`)
     # Every metric the report tables show, headline last (dependency parsing: UAS and LAS).
     report_metrics: ClassVar[tuple[str, ...]] = ()
@@ -50,6 +51,11 @@ class Task(ABC):
         max_length: int, batch_size: int,
     ) -> dict[str, float]:
         """Metrics on ``examples``; must contain ``self.metric``."""
+
+    def text_lines(self, example: Any) -> list[str]:
+        """The raw text of one labelled example, a line per sentence (never its labels): the
+        language's masked-LM text and the vocabulary trim read it."""
+        return [" ".join(example.words)]
 
     def reported_metrics(self) -> tuple[str, ...]:
         return self.report_metrics or (self.metric,)

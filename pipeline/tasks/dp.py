@@ -42,7 +42,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedToken
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from pipeline.data.conllu import Sentence, read_conllu
+from pipeline.formats.conllu import Sentence, read_conllu
 from pipeline.tasks.base import Features, Task, eval_batches
 
 IGNORE = -100
@@ -333,6 +333,7 @@ def kept_words(word_ids: Sequence[int | None]) -> list[tuple[int, int]]:
 
 class DependencyParsing(Task):
     name = "dp"
+    title = "Dependency parsing (DP)"
     metric = "las"
     report_metrics = ("uas", "las")
     data_format = "conllu"

@@ -17,8 +17,8 @@ import torch
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.modeling_outputs import MaskedLMOutput
 
-from pipeline.data.text import read_lines
-from pipeline.models import untie_output_embeddings
+from pipeline.formats.text import read_lines
+from pipeline.core.models import untie_output_embeddings
 from pipeline.tasks.base import Features, Task, eval_batches
 
 MASK_PROBABILITY = 0.15
@@ -57,6 +57,7 @@ def score_masked_positions_only(model: PreTrainedModel) -> PreTrainedModel:
 
 class MaskedLM(Task):
     name = "mlm"
+    title = "Masked language modelling"
     metric = "loss"
     higher_is_better = False
     data_format = "txt"

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from seqeval.metrics import f1_score, precision_score, recall_score
 
-from pipeline.data.bio import NER_TAGS, OUTSIDE, TaggedSentence, read_bio
+from pipeline.formats.bio import NER_TAGS, OUTSIDE, TaggedSentence, read_bio
 from pipeline.tasks.tagging import WordTagging
 
 
 class NamedEntityRecognition(WordTagging):
     name = "ner"
+    title = "Named entity recognition (NER)"
     metric = "f1"
     data_format = "bio"
     labels = NER_TAGS

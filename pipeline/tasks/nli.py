@@ -1,7 +1,7 @@
 """Natural language inference (XNLI/AmericasNLI-style): a sentence-pair classifier, 3 labels.
 
 The data (``NliExample``, JSON-lines files, ``NLI_LABELS`` in MultiNLI's order
-entailment/neutral/contradiction = 0/1/2) lives in ``pipeline.data.nli``; it is re-exported
+entailment/neutral/contradiction = 0/1/2) lives in ``pipeline.formats.nli``; it is re-exported
 here. The model is ``AutoModelForSequenceClassification``; the trained-dense head is the
 ``classifier`` module: BERT's pooler belongs to the encoder body (``bert.pooler``), so
 ``Task.head_parameter_names`` leaves it maskable like the rest of the body. Accuracy is
@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from pipeline.data.nli import NLI_LABELS, NliExample, read_nli, write_nli
+from pipeline.formats.nli import NLI_LABELS, NliExample, read_nli, write_nli
 from pipeline.tasks.base import Features, Task, eval_batches
 
 __all__ = ["NLI_LABELS", "NaturalLanguageInference", "NliExample", "read_nli", "write_nli"]
@@ -29,12 +29,16 @@ __all__ = ["NLI_LABELS", "NaturalLanguageInference", "NliExample", "read_nli", "
 
 class NaturalLanguageInference(Task):
     name = "nli"
+    title = "Natural language inference (NLI)"
     metric = "accuracy"
     data_format = "jsonl"
     labels = NLI_LABELS
 
     def read(self, path: str | Path) -> list[NliExample]:
         return read_nli(path)
+
+    def text_lines(self, example: NliExample) -> list[str]:
+        return [example.premise, example.hypothesis]
 
     def build_model(self, base: str | Path, seed: int) -> PreTrainedModel:
         # The seed fixes the new classifier and, where the checkpoint has none (an MLM

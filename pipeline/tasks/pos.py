@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.data.conllu import UPOS_TAGS, Sentence, read_conllu
+from pipeline.formats.conllu import UPOS_TAGS, Sentence, read_conllu
 from pipeline.tasks.tagging import IGNORE, WordTagging, first_subword_labels
 
 __all__ = ["IGNORE", "PosTagging", "first_subword_labels"]  # the last two kept importable from here
@@ -19,6 +19,7 @@ __all__ = ["IGNORE", "PosTagging", "first_subword_labels"]  # the last two kept 
 
 class PosTagging(WordTagging):
     name = "pos"
+    title = "Part-of-speech tagging (POS)"
     metric = "accuracy"
     data_format = "conllu"
     labels = UPOS_TAGS

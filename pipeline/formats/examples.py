@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.bio import write_bio
-from pipeline.data.conllu import write_conllu
-from pipeline.data.nli import write_nli
+from pipeline.formats.bio import write_bio
+from pipeline.formats.conllu import write_conllu
+from pipeline.formats.nli import write_nli
 
 WRITERS: dict[str, Callable[[Sequence[Any], str | Path], None]] = {
     "conllu": write_conllu,

@@ -16,6 +16,18 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _readable_as_umask_allows(path: Path, directory: bool) -> None:
+    """mkdtemp/mkstemp create private (0700/0600) entries; give the finished output the
+    permissions a plain mkdir/open would have had, so the team can read it (umask respected)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces ``target`` on success.
@@ -30,6 +42,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _readable_as_umask_allows(tmp, directory=True)
     # A directory cannot be os.replace'd over a non-empty one: move the old one aside first.
     old = None
     if target.exists():
@@ -53,6 +66,7 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
     except BaseException:
         os.unlink(tmp_name)
         raise
+    _readable_as_umask_allows(Path(tmp_name), directory=False)
     os.replace(tmp_name, target)
 
 

@@ -21,7 +21,6 @@ Nothing is pickled: loading a diff never runs code.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
-from pipeline import index_codec
-from pipeline.atomic import atomic_dir, write_json
+from pipeline.core.errors import LtsftError
+from pipeline.formats import checked, index_codec
+from pipeline.formats.checked import read_tensors, write_checked
 
 FORMAT_NAME = "ltsft-sparse-diff"
 FORMAT_VERSION = 1
@@ -41,34 +38,8 @@ TENSORS_FILE = "diff.safetensors"
 META_FILE = "diff.json"
 
 
-class DiffError(ValueError):
+class DiffError(LtsftError, ValueError):
     """A diff that cannot be loaded, built or applied; the message is one line."""
-
-
-def layer_norm_parameter_names(model: torch.nn.Module) -> set[str]:
-    """Names of every LayerNorm parameter: frozen in every reference run, never maskable."""
-    return {
-        f"{module_name}.{param_name}" if module_name else param_name
-        for module_name, module in model.named_modules()
-        if isinstance(module, torch.nn.LayerNorm)
-        for param_name, _ in module.named_parameters(recurse=False)
-    }
-
-
-def maskable_parameter_names(model: torch.nn.Module) -> list[str]:
-    """Names (as in ``model.named_parameters()``) of the encoder body's maskable parameters.
-
-    The encoder body is ``model.base_model`` (embeddings, transformer layers, pooler);
-    heads are never maskable, and LayerNorm parameters are excluded (frozen).
-    """
-    body = getattr(model, "base_model", model)
-    prefix = model.base_model_prefix if body is not model else ""
-    frozen = layer_norm_parameter_names(body)
-    return [
-        f"{prefix}.{name}" if prefix else name
-        for name, _ in body.named_parameters()
-        if name not in frozen
-    ]
 
 
 def fingerprint(shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str]) -> str:
@@ -89,13 +60,6 @@ def model_fingerprint(model: torch.nn.Module, names: Iterable[str]) -> str:
     return fingerprint(
         {n: tuple(params[n].shape) for n in names}, {n: _dtype_name(params[n].dtype) for n in names}
     )
-
-
-def snapshot(model: torch.nn.Module, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-    """Detached copies of the named parameters (all parameters when ``names`` is None)."""
-    params = dict(model.named_parameters())
-    chosen = params if names is None else {n: params[n] for n in names}
-    return {n: p.detach().clone() for n, p in chosen.items()}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -291,23 +255,18 @@ class SparseDiff:
             per_tensor[name] = entry
         for name, tensor in self.dense.items():
             tensors[f"dense/{name}"] = tensor.detach().cpu().contiguous()
-        with atomic_dir(path) as tmp:
-            save_file(tensors, str(tmp / TENSORS_FILE))
-            blob = tmp / TENSORS_FILE
-            meta = {
-                "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
-                "base_model": self.base_model,
-                "base_fingerprint": self.base_fingerprint,
-                "k": self.k,
-                "nnz": self.nnz,
-                "maskable": per_tensor,
-                "dense": {n: list(t.shape) for n, t in self.dense.items()},
-                "provenance": self.provenance,
-                "tensors_sha256": _sha256(blob),
-                "tensors_bytes": blob.stat().st_size,
-            }
-            write_json(tmp / META_FILE, meta)
+        meta = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "base_model": self.base_model,
+            "base_fingerprint": self.base_fingerprint,
+            "k": self.k,
+            "nnz": self.nnz,
+            "maskable": per_tensor,
+            "dense": {n: list(t.shape) for n, t in self.dense.items()},
+            "provenance": self.provenance,
+        }
+        write_checked(path, TENSORS_FILE, META_FILE, tensors, meta)
         return path
 
     @classmethod
@@ -316,17 +275,7 @@ class SparseDiff:
         path = Path(path)
         meta = read_meta(path)
         blob = path / TENSORS_FILE
-        if not blob.is_file():
-            raise DiffError(f"{blob}: file missing")
-        size = blob.stat().st_size
-        if size != meta["tensors_bytes"]:
-            raise DiffError(f"{blob}: {size} bytes, expected {meta['tensors_bytes']} (truncated?)")
-        if _sha256(blob) != meta["tensors_sha256"]:
-            raise DiffError(f"{blob}: sha256 does not match {META_FILE} (corrupted)")
-        try:
-            stored = load_file(str(blob))
-        except (SafetensorError, OSError) as err:
-            raise DiffError(f"{blob}: unreadable safetensors file ({err})") from None
+        stored = read_tensors(blob, meta, META_FILE, DiffError)
 
         def take(key: str) -> torch.Tensor:
             if key not in stored:
@@ -361,8 +310,7 @@ class SparseDiff:
         return diff
 
 
-_REQUIRED_META = ("base_model", "base_fingerprint", "k", "maskable", "dense", "provenance",
-                  "tensors_sha256", "tensors_bytes")
+_REQUIRED_META = ("base_model", "base_fingerprint", "k", "maskable", "dense", "provenance")
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -370,21 +318,4 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     meta_path = Path(path) / META_FILE
     if not meta_path.is_file():
         raise DiffError(f"{meta_path}: file missing (not a diff directory?)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DiffError(f"{meta_path}: not valid JSON ({err.__class__.__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
-        raise DiffError(f"{meta_path}: not a {FORMAT_NAME} v{FORMAT_VERSION} file")
-    missing = [key for key in _REQUIRED_META if key not in meta]
-    if missing:
-        raise DiffError(f"{meta_path}: missing field {missing[0]!r}")
-    return meta
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return checked.read_meta(meta_path, FORMAT_NAME, FORMAT_VERSION, DiffError, _REQUIRED_META)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.atomic import atomic_file
+from pipeline.core.atomic import atomic_file
 
 NLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
 

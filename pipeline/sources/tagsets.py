@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from pipeline.data.conllu import UPOS_TAGS
+from pipeline.formats.conllu import UPOS_TAGS
 
 # Penn Treebank (Marcus et al. 1993) plus the OntoNotes / LDC additions (HYPH, NFP, AFX,
 # ADD, GW, XX, -LCB-/-RCB-) and the plain ``"`` that the OANC sample uses for quotes.

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.atomic import atomic_file
+from pipeline.core.atomic import atomic_file
 
 # The 17 Universal Dependencies v2 UPOS tags, in the standard (alphabetical) order.
 UPOS_TAGS: tuple[str, ...] = (

@@ -44,36 +44,21 @@ state_dict stay exactly those of the unadapted model:
 The overrides and hooks reach the adapters only through ``model.madx`` references that
 ``copy.deepcopy`` remaps, so a deep copy of an adapted model is self-contained.
 
-On disk (:func:`save_adapter`) an adapter is a directory with ``adapter.safetensors`` and
-``adapter.json`` (format, kind, sizes, parameter count and the sha256 of the tensors file);
-nothing is pickled, so loading never runs code.
+On disk an adapter is a checked directory (``pipeline/formats/adapter.py``): the module's
+``describe()`` fields, its parameter count and the tensors' checksum; nothing is pickled.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pipeline.atomic import atomic_dir, write_json
 
-FORMAT_NAME = "ltsft-adapter"
-FORMAT_VERSION = 1
-TENSORS_FILE = "adapter.safetensors"
-META_FILE = "adapter.json"
 INIT_STD = 0.02
 ATTRIBUTE = "madx"
-
-
-class AdapterError(ValueError):
-    """An adapter that cannot be saved or loaded; the message is one line naming the file."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,9 +86,23 @@ def _linear(in_features: int, out_features: int, generator: torch.Generator | No
     return layer
 
 
-class BottleneckAdapter(nn.Module):
+class _Described(nn.Module):
+    """An adapter module that can say what it is: the architecture fields of its file
+    (``pipeline/formats/adapter.py`` stores them and refuses a load into another shape)."""
+
+    kind = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "hidden_size": self.hidden_size,
+                "num_layers": getattr(self, "num_layers", 1),
+                "reduction_factor": getattr(self, "reduction_factor", 2)}
+
+
+class BottleneckAdapter(_Described):
     """``a ↦ W_up · relu(W_down · a)`` (with biases): the residual is added by the caller,
     because MAD-X adds it to the FFN output ``h``, not to the adapter's input ``a``."""
+
+    kind = "bottleneck"
 
     def __init__(self, hidden_size: int, reduction_factor: int,
                  generator: torch.Generator | None = None) -> None:
@@ -124,9 +123,11 @@ def _coupling_mlp(half: int, generator: torch.Generator | None) -> nn.Sequential
     return nn.Sequential(_linear(half, inner, generator), nn.ReLU(), _linear(inner, half, generator))
 
 
-class InvertibleAdapter(nn.Module):
+class InvertibleAdapter(_Described):
     """NICE additive coupling ``y1 = x1 + F(x2); y2 = x2 + G(y1)``: exactly invertible, so
     the MLM head can map hidden states back into the space the word embeddings live in."""
+
+    kind = "invertible"
 
     def __init__(self, hidden_size: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -148,7 +149,7 @@ class InvertibleAdapter(nn.Module):
         return torch.cat([x1, x2], dim=-1)
 
 
-class _LayerAdapters(nn.Module):
+class _LayerAdapters(_Described):
     """One bottleneck per transformer layer: what language and task adapters share."""
 
     def __init__(self, hidden_size: int, num_layers: int, reduction_factor: int,
@@ -165,6 +166,8 @@ class _LayerAdapters(nn.Module):
 class LanguageAdapter(_LayerAdapters):
     """Per-layer bottlenecks (rf 2 by default) plus the invertible embedding adapter."""
 
+    kind = "language"
+
     def __init__(self, hidden_size: int, num_layers: int, reduction_factor: int = 2,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(hidden_size, num_layers, reduction_factor, generator)
@@ -173,6 +176,8 @@ class LanguageAdapter(_LayerAdapters):
 
 class TaskAdapter(_LayerAdapters):
     """Per-layer bottlenecks (rf 16 by default), stacked on the language adapter."""
+
+    kind = "task"
 
     def __init__(self, hidden_size: int, num_layers: int, reduction_factor: int = 16,
                  generator: torch.Generator | None = None) -> None:
@@ -345,136 +350,3 @@ def freeze_all_except(model: nn.Module, trainable_prefixes: Sequence[str]) -> li
         if param.requires_grad:
             trainable.append(name)
     return trainable
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of distinct parameter entries (shared tensors counted once)."""
-    return sum(param.numel() for param in module.parameters())
-
-
-# ---------------------------------------------------------------------------------------------
-# Saving and loading
-# ---------------------------------------------------------------------------------------------
-
-_KINDS: tuple[tuple[type, str], ...] = (
-    (LanguageAdapter, "language"),
-    (TaskAdapter, "task"),
-    (InvertibleAdapter, "invertible"),
-    (BottleneckAdapter, "bottleneck"),
-)
-
-
-def _describe(module: nn.Module) -> dict[str, Any]:
-    """The fields of ``adapter.json`` that identify the module's architecture."""
-    for cls, kind in _KINDS:
-        if isinstance(module, cls):
-            return {
-                "kind": kind,
-                "hidden_size": module.hidden_size,
-                "num_layers": getattr(module, "num_layers", 1),
-                "reduction_factor": getattr(module, "reduction_factor", 2),
-            }
-    raise AdapterError(f"save_adapter: cannot describe a {type(module).__name__}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
-
-
-def save_adapter(module: nn.Module, path: str | Path, meta: dict) -> None:
-    """Write ``module``'s weights and a description to the directory ``path``, atomically.
-
-    ``meta`` (provenance: language, task, steps, …) is stored alongside; the architecture
-    fields, parameter count and checksum are computed here and take precedence over
-    same-named keys in ``meta``, so re-saving loaded meta stays truthful.
-    """
-    path = Path(path)
-    description = _describe(module)
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in module.state_dict().items()}
-    with atomic_dir(path) as tmp:
-        save_file(tensors, str(tmp / TENSORS_FILE))
-        record = {
-            **meta,
-            **description,
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "parameters": count_parameters(module),
-            "sha256": _sha256(tmp / TENSORS_FILE),
-        }
-        write_json(tmp / META_FILE, record)
-
-
-def _read_meta(meta_path: Path) -> dict[str, Any]:
-    if not meta_path.is_file():
-        raise AdapterError(f"{meta_path}: missing")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AdapterError(f"{meta_path}: unreadable ({_one_line(err)})") from err
-    if not isinstance(meta, dict):
-        raise AdapterError(f"{meta_path}: not a JSON object")
-    if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
-        raise AdapterError(
-            f"{meta_path}: format {meta.get('format')!r} v{meta.get('version')!r}, "
-            f"expected {FORMAT_NAME!r} v{FORMAT_VERSION}"
-        )
-    return meta
-
-
-def _check_architecture(meta: dict[str, Any], module: nn.Module, meta_path: Path) -> None:
-    """Refuse an adapter of another kind or size before reading any tensor."""
-    expected = _describe(module)
-    for key, value in expected.items():
-        if meta.get(key) != value:
-            raise AdapterError(f"{meta_path}: {key} is {meta.get(key)!r}, the module's is {value!r}")
-
-
-def _read_tensors(tensors_path: Path, sha256: Any, device: torch.device) -> dict[str, torch.Tensor]:
-    if not tensors_path.is_file():
-        raise AdapterError(f"{tensors_path}: missing")
-    if _sha256(tensors_path) != sha256:
-        raise AdapterError(f"{tensors_path}: sha256 does not match {META_FILE} (corrupted)")
-    try:
-        return load_file(str(tensors_path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise AdapterError(f"{tensors_path}: unreadable ({_one_line(err)})") from err
-
-
-def _check_tensors(tensors: dict[str, torch.Tensor], module: nn.Module, tensors_path: Path) -> None:
-    """Strict names and shapes, with a message that names the file and the tensor."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise AdapterError(f"{tensors_path}: missing tensors {missing[:3]}, unexpected {unexpected[:3]}")
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise AdapterError(
-                f"{tensors_path}: shape mismatch for {name}: file {tuple(tensor.shape)}, "
-                f"module {tuple(expected[name].shape)}"
-            )
-
-
-def load_adapter(path: str | Path, module: nn.Module) -> dict:
-    """Load an adapter saved by :func:`save_adapter` into ``module`` (strict); return its meta.
-
-    Everything is verified before the module is touched (format, kind and sizes, checksum,
-    tensor names and shapes), so a refused load leaves the module as it was.
-    """
-    path = Path(path)
-    meta_path, tensors_path = path / META_FILE, path / TENSORS_FILE
-    meta = _read_meta(meta_path)
-    _check_architecture(meta, module, meta_path)
-    reference = next(module.parameters())
-    tensors = _read_tensors(tensors_path, meta.get("sha256"), reference.device)
-    _check_tensors(tensors, module, tensors_path)
-    module.load_state_dict(tensors, strict=True)
-    return meta

@@ -6,7 +6,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline.atomic import atomic_file
+from pipeline.core.atomic import atomic_file
 
 
 def read_lines(path: str | Path) -> list[str]:

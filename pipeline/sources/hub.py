@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.bio import NER_TAGS, TaggedSentence, to_bio
-from pipeline.data.conllu import UPOS_TAGS, Sentence
+from pipeline.formats.bio import NER_TAGS, TaggedSentence, to_bio
+from pipeline.formats.conllu import UPOS_TAGS, Sentence
 
 PARQUET_BRANCH = "refs/convert/parquet"
 REACH_TIMEOUT_S = 10.0

