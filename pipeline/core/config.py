@@ -39,7 +39,7 @@ __all__ = [
     "OVERRIDABLE", "TASK_NAMES", "AblationSettings", "AdapterSpec", "ConfigError", "DataSettings", "DenseSpec",
     "EvalSettings", "LanguageSpec", "LtsftError", "MadxSettings", "ModelSettings", "Params", "PhaseBudget",
     "PublishedSettings", "RunSpec", "SparsitySettings", "TaskSpec", "TrainSpec", "UserError", "check_k",
-    "load_params", "merge_overrides", "parse_params", "schema_sections",
+    "load_params", "merge_overrides", "overridable", "parse_params", "register_section", "schema_sections",
 ]
 
 DEFAULT_PARAMS = Path("params.yaml")  # = stages.layout.PARAMS (this module may not import stages/)
@@ -47,7 +47,32 @@ DEFAULT_PARAMS = Path("params.yaml")  # = stages.layout.PARAMS (this module may 
 # here because pipeline.tasks imports torch (tests/test_config.py checks that they agree).
 TASK_NAMES = ("pos", "dp", "ner", "nli")
 # Sections a task may override for itself (tasks.<task>.overrides), e.g. a longer budget.
-OVERRIDABLE = ("task_sft", "full_ft", "head_only", "bitfit", "madx", "eval")
+OVERRIDABLE = ("task_sft", "eval")  # plus every method-owned section (``overridable()``)
+
+# Sections that methods own, declared by the methods themselves (``Method.config_sections``,
+# registered by pipeline/methods' ``register``): name -> (schema dataclass, help text). They
+# are parsed, validated and overridable per task exactly like the fixed sections below, and
+# read as attributes (``params.bitfit``): adding a method needs no edit here.
+METHOD_SECTIONS: dict[str, tuple[type, str]] = {}
+
+
+def register_section(name: str, schema: type, help: str) -> None:
+    """Declare a method-owned params section (called by the method registry)."""
+    known = METHOD_SECTIONS.get(name)
+    if known is not None and known[0] is not schema:
+        raise ValueError(f"params section {name!r} declared twice with different schemas")
+    METHOD_SECTIONS[name] = (schema, help)
+
+
+def overridable() -> tuple[str, ...]:
+    """Sections a task may override for itself (``tasks.<task>.overrides``)."""
+    _load_method_sections()
+    return (*OVERRIDABLE, *METHOD_SECTIONS)
+
+
+def _load_method_sections() -> None:
+    """Import the (torch-free) method registry, which declares the method-owned sections."""
+    import pipeline.methods  # noqa: F401
 
 
 def setting(help: str, default: Any = MISSING, *, default_factory: Callable[[], Any] | Any = MISSING,
@@ -92,9 +117,10 @@ def _dataset_pairs(value: Any, key: str) -> tuple[tuple[str, str], ...]:
 def _overrides(value: Any, key: str) -> dict[str, Any] | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or set(value) - set(OVERRIDABLE):
-        bad = sorted(map(str, set(value) - set(OVERRIDABLE))) if isinstance(value, dict) else [value]
-        raise ConfigError(f"{key}: cannot override {bad[0]!r} (only: {', '.join(OVERRIDABLE)})")
+    allowed = overridable()
+    if not isinstance(value, dict) or set(value) - set(allowed):
+        bad = sorted(map(str, set(value) - set(allowed))) if isinstance(value, dict) else [value]
+        raise ConfigError(f"{key}: cannot override {bad[0]!r} (only: {', '.join(allowed)})")
     return value
 
 
@@ -112,7 +138,7 @@ class TaskSpec:
         "Per-language dataset names where the benchmark needs them (UD treebanks, e.g. {en: en_ewt}); "
         "other sources ignore it.", (), parse=_dataset_pairs)
     overrides: dict[str, Any] | None = setting(
-        "This task's own values of whole sections (only: " + ", ".join(OVERRIDABLE) + "), deep-merged "
+        "This task's own values of whole sections (task_sft, eval, and every method's own), deep-merged "
         "over the top-level ones, e.g. {task_sft: {phase1: {steps: 200}}}.", None, parse=_overrides,
         compare=False, repr=False)
 
@@ -290,13 +316,18 @@ class Params:
     sparsity: SparsitySettings = setting("K: entries per sparse diff.")
     lang_sft: TrainSpec = setting("LT-SFT language diffs (masked LM on raw text).")
     task_sft: TrainSpec = setting("LT-SFT task diffs (source language, its language diff applied).")
-    head_only: DenseSpec = setting("The floor: a task head trained on the frozen pretrained encoder.")
-    full_ft: DenseSpec = setting("Full fine-tuning baseline: every weight and the head, dense, from θ0.")
-    bitfit: DenseSpec = setting("BitFit baseline: only the bias terms and the head are trained.")
-    madx: MadxSettings = setting("MAD-X adapters (language and task).")
     ablation: AblationSettings = setting("The sparsity sweep.")
     published: PublishedSettings = setting("The authors' released diffs (paper presets; empty lists elsewhere).")
     eval: EvalSettings = setting("Zero-shot evaluation.")
+    methods: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, metadata={
+        "help": "The method-owned sections (METHOD_SECTIONS), parsed; read as attributes.", "derived": True})
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a method-owned section, e.g. params.bitfit.
+        sections = self.__dict__.get("methods") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no section {name!r}")
 
     @property
     def lang_k(self) -> int:
@@ -495,6 +526,10 @@ def schema_sections(root: type = Params) -> list[type]:
             visit(arg)
 
     visit(root)
+    if root is Params:
+        _load_method_sections()
+        for schema, _ in METHOD_SECTIONS.values():
+            visit(schema)
     return found
 
 
@@ -538,7 +573,18 @@ def parse_params(tree: Any) -> Params:
     """Validate a params tree; raises ConfigError naming the first bad key."""
     if not isinstance(tree, dict):
         raise ConfigError("params.yaml: top level must be a mapping")
-    params = _section(Params, tree, "", raw=tree)
+    _load_method_sections()
+    known = [f.name for f in _file_fields(Params)] + list(METHOD_SECTIONS)
+    for key in tree:
+        if key not in known:
+            raise _unknown_key("", key, known)
+    methods = {}
+    for name, (schema, _) in METHOD_SECTIONS.items():
+        if name not in tree:
+            raise ConfigError(f"{name}: missing from params.yaml")
+        methods[name] = _section(schema, tree[name], name)
+    fixed = {key: value for key, value in tree.items() if key not in METHOD_SECTIONS}
+    params = _section(Params, fixed, "", raw=tree, methods=methods)
     _check_references(params)
     for name, spec in params.tasks.items():
         if spec.overrides:

@@ -93,6 +93,9 @@ class Method:
     family: ClassVar[str]  # its package under pipeline/methods
     summary: ClassVar[str]  # one line, shown in `ltsft --help`
     sections: ClassVar[tuple[str, ...]]  # params sections its task component reads
+    # The params sections it owns: name -> (schema dataclass, help). Registering the method
+    # declares them to the params schema (pipeline/core/config.py), e.g. {"bitfit": (DenseSpec, "…")}.
+    config_sections: ClassVar[dict[str, tuple[type, str]]] = {}
     language_sections: ClassVar[tuple[str, ...]] = ()
     language_from: ClassVar[str | None] = None  # whose language stage writes its language component
     imported: ClassVar[bool] = False  # components come from released files, not training

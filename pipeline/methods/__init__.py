@@ -9,6 +9,7 @@ with :func:`register`, plus one import line below. Importing this module loads n
 
 from __future__ import annotations
 
+from pipeline.core.config import register_section
 from pipeline.core.method import Method, Variant
 
 METHODS: dict[str, Method] = {}
@@ -18,6 +19,8 @@ def register(cls: type[Method]) -> type[Method]:
     """Class decorator: add one instance of ``cls`` to ``METHODS`` under ``cls.name``."""
     if cls.name in METHODS:
         raise ValueError(f"method {cls.name!r} registered twice")
+    for section, (schema, help_text) in cls.config_sections.items():
+        register_section(section, schema, help_text)
     METHODS[cls.name] = cls()
     return cls
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.core.config import DenseSpec
 from pipeline.methods import register
 from pipeline.core.method import Variant
 from pipeline.methods.subset import SubsetDiffMethod
@@ -28,6 +29,7 @@ class BitFit(SubsetDiffMethod):
     family = "bitfit"
     summary = "BitFit: only the encoder's bias terms and the head (no language component)"
     sections = ("bitfit",)
+    config_sections = {"bitfit": (DenseSpec, "BitFit: only the encoder's bias terms and the head are trained.")}
     variants = (Variant("bitfit", False),)
 
     def body(self, model: Any) -> list[str]:

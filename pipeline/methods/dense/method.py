@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.core.config import DenseSpec
 from pipeline.methods import register
 from pipeline.core.method import Variant
 from pipeline.methods.subset import SubsetDiffMethod
@@ -22,6 +23,7 @@ class FullFineTuning(SubsetDiffMethod):
     family = "dense"
     summary = "full fine-tuning of θ0 on the source language (no language component)"
     sections = ("full_ft",)
+    config_sections = {"full_ft": (DenseSpec, "Full fine-tuning: every weight but LayerNorms, and the head, dense, from θ0.")}
     variants = (Variant("full-ft", False),)
 
 
@@ -51,5 +53,6 @@ class HeadOnly(SubsetDiffMethod):
     family = "dense"
     summary = "only the task head, on the frozen θ0 (the floor)"
     sections = ("head_only",)
+    config_sections = {"head_only": (DenseSpec, "The floor: a task head trained on the frozen pretrained encoder.")}
     trains_body = False
     variants = (Variant("head-only", False),)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.config import MadxSettings
 from pipeline.methods import register
 from pipeline.core.method import ComponentPaths, Method, TrainContext, Variant
 from pipeline.core.runs import RunResult, Trained, run_component
@@ -42,6 +43,7 @@ class MadX(Method):
     family = "madx"
     summary = "MAD-X: language adapters (+ invertible) and a stacked task adapter, all else frozen"
     sections = ("madx",)
+    config_sections = {"madx": (MadxSettings, "MAD-X adapters (language and task).")}
     language_sections = ("madx",)
     language_from = "madx"
     stores_adapters = True
