@@ -35,7 +35,7 @@ from transformers import BertConfig, BertForMaskedLM, BertModel
 from pipeline.methods.lt_sft.lottery import freeze_layer_norms
 from pipeline.methods.lt_sft.selection import magnitude_scorer, select_top_k
 from pipeline.formats.sparse_diff import SparseDiff
-from pipeline.core.parameters import maskable_parameter_names, snapshot
+from pipeline.core.parameters import maskable_parameter_names, restore, snapshot
 from pipeline.core.sparse_adamw import SparseAdamW
 
 PAPER_K = 14_155_776  # the paper's task K: ~8% of mBERT's maskable entries
@@ -313,12 +313,9 @@ def bench_storage(
         _, save = measure_repeated(lambda: diff.save(path), repeats)
         file_bytes = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
         fresh = copy.deepcopy(model)
-        fresh_params = dict(fresh.named_parameters())
 
-        @torch.no_grad()
         def reset() -> None:  # each repeat applies to θ0, as the first does
-            for name, value in theta0.items():
-                fresh_params[name].copy_(value)
+            restore(fresh, theta0)
 
         def load_apply() -> SparseDiff:
             loaded = SparseDiff.load(path)
@@ -327,6 +324,7 @@ def bench_storage(
 
         loaded, load = measure_repeated(load_apply, repeats, setup=reset)
     loaded.revert(fresh)
+    fresh_params = dict(fresh.named_parameters())
     error = max(
         (float((fresh_params[name].detach() - value).abs().max()) for name, value in theta0.items()),
         default=0.0,

@@ -14,7 +14,6 @@ import yaml
 from pipeline.core.budget import PhaseBudget
 from pipeline.core.config import (
     METHOD_SECTIONS,
-    OVERRIDABLE,
     overridable,
     TASK_NAMES,
     AdapterSpec,

@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 
 from pipeline.methods.lt_sft.selection import magnitude_scorer, merge_indices, random_scorer, select_top_k
 from pipeline.formats.sparse_diff import SparseDiff
-from pipeline.core.parameters import layer_norm_parameter_names, maskable_parameter_names, snapshot
+from pipeline.core.parameters import layer_norm_parameter_names, maskable_parameter_names, restore, snapshot
 from pipeline.core.sparse_adamw import SparseAdamW
 from pipeline.core.training import PhaseBudget, param_groups, run_trainer  # noqa: F401  (PhaseBudget re-exported)
 
@@ -133,9 +133,7 @@ def train_lt_sft(
         selected = merge_indices(selected, select_top_k(scorer, sizes, k_new, exclude=selected))
 
         # Reset everything (head included) to the iteration's starting point.
-        with torch.no_grad():
-            for name, value in iteration_start.items():
-                params[name].copy_(value)
+        restore(model, iteration_start)
 
         # Phase 2: only the selected entries move (and the head, densely).
         optimizer = SparseAdamW(
