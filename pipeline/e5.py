@@ -680,3 +680,35 @@ def _positions_shifted(model: BertForMaskedLM, offset: int) -> Iterator[BertForM
     finally:
         with torch.no_grad():
             weight.copy_(saved)
+
+
+def rebuild_for(checkpoint: E5Checkpoint, official_json: bytes, texts: list[str], seed: int,
+                num_layers: int | None) -> tuple[BertForMaskedLM, PreTrainedTokenizerFast, dict]:
+    """The demo's encoder from ``checkpoint``: the rebuilt tokenizer checked against the
+    official one on a sample of ``texts``, the lower ``num_layers`` layers kept, and the
+    vocabulary trimmed to the pieces ``texts`` use. Returns the facts for prepare.json."""
+    from pipeline.core.config import ConfigError, UserError
+    from pipeline.core.models import keep_lower_layers
+    from pipeline.vocab_trim import trim_vocabulary
+
+    tokenizer = unigram_tokenizer(checkpoint)
+    official = official_tokenizer(official_json)
+    sample = texts[:: max(1, len(texts) // 2000)]
+    mismatches = sum(tokenizer(line)["input_ids"] != official(line)["input_ids"] for line in sample)
+    if mismatches:
+        raise UserError(f"rebuilt tokenizer disagrees with the official tokenizer.json on {mismatches} of {len(sample)} sentences")
+    model = to_bert(checkpoint, seed=seed)
+    full_parameters = sum(p.numel() for p in model.parameters())
+    if num_layers is not None:
+        try:
+            keep_lower_layers(model, num_layers)
+        except ValueError as err:
+            raise ConfigError(f"model.num_layers: {err}") from None
+    vocab_before = model.config.vocab_size
+    model, tokenizer, _ = trim_vocabulary(model, tokenizer, texts)
+    facts = {
+        "tokenizer_agreement": {"sentences_checked": len(sample), "mismatches": mismatches},
+        "parameters": {"rebuilt": full_parameters, "kept": sum(p.numel() for p in model.parameters())},
+        "layers": model.config.num_hidden_layers, "vocabulary": {"before": vocab_before, "after": model.config.vocab_size},
+    }
+    return model, tokenizer, facts

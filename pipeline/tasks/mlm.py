@@ -99,3 +99,24 @@ class MaskedLM(Task):
         loss = total_loss / total_masked if total_masked else float("nan")
         return {"loss": loss, "perplexity": math.exp(loss) if total_masked else float("nan"),
                 "masked_tokens": float(total_masked)}
+
+
+def warm_up_head(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, train_text: Sequence[str],
+                 dev_text: Sequence[str], spec, seed: int, eval_batch_size: int) -> dict[str, float | int]:
+    """Train only the MLM head (``cls.*``) of an encoder that has none worth the name (e5),
+    the encoder and the tied decoder frozen; returns the dev loss before and after."""
+    from pipeline.core.training import train_parameters
+    from pipeline.tasks import get_task
+
+    mlm = get_task("mlm")
+    head = [name for name, _ in model.named_parameters() if name.startswith("cls.")]
+    score_masked_positions_only(model)
+    before = mlm.evaluate(model, dev_text, tokenizer, spec.max_length, eval_batch_size)
+    features = mlm.featurize(train_text, tokenizer, spec.max_length)
+    train_parameters(model, head, features, mlm.collator(tokenizer), spec.phase, spec.run(seed),
+                     "mlm-head-warmup", max_grad_norm=spec.max_grad_norm)
+    after = mlm.evaluate(model, dev_text, tokenizer, spec.max_length, eval_batch_size)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return {"dev_loss_before": before["loss"], "dev_loss_after": after["loss"], "steps": spec.phase.steps,
+            "train_lines": len(train_text)}
