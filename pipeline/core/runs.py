@@ -56,7 +56,15 @@ def run_facts(params: Any, wall_seconds: float, **extra: Any) -> dict[str, Any]:
 def provenance(params: Any, method: str, sections: Sequence[str], **facts: Any) -> dict[str, Any]:
     """What produced a component: deterministic facts only (see the module docstring)."""
     return {"method": method, **facts, "preset": params.preset, "seed": params.seed,
-            "params": {key: params.raw.get(key) for key in sections}}
+            "params": {key: _dotted(params.raw, key) for key in sections}}
+
+
+def _dotted(tree: dict[str, Any], key: str) -> Any:
+    """The value at a dotted params key (``madx.language``), or None."""
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 class DevScorer:

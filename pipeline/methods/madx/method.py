@@ -44,7 +44,7 @@ class MadX(Method):
     summary = "MAD-X: language adapters (+ invertible) and a stacked task adapter, all else frozen"
     sections = ("madx",)
     config_sections = {"madx": (MadxSettings, "MAD-X adapters (language and task).")}
-    language_sections = ("madx",)
+    language_sections = ("madx.language",)  # a language adapter reads only its own settings
     language_from = "madx"
     stores_adapters = True
     evaluation_sections = ("madx",)  # the adapters' sizes
