@@ -62,8 +62,10 @@ def overlap_file(task: str) -> Path:
 
 
 def run_log(output: Path | str) -> Path:
-    """The run log of an output: runs/<output path>.json."""
-    return RUNS / f"{output}.json"
+    """The run log of an output: runs/<output path>, with .json added to a directory's name
+    (runs/diffs/lt-sft/lang/en.json) and a JSON file's own name kept (runs/results/pos/lt-sft.json)."""
+    output = Path(output)
+    return RUNS / (output if output.suffix == ".json" else output.with_name(output.name + ".json"))
 
 
 def preset_file(name: str) -> Path:

@@ -109,6 +109,10 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
                for s, a, b in zip(lang["shared"], lang["lang_entries"], lang["task_entries"]))
     html = Path("reports/index.html").read_text()
     assert all(method in html for method in REPORTED) and "POS" in html
+    # Wall times come from the run logs beside the outputs, never from the outputs themselves.
+    assert Path("runs/results/pos/lt-sft.json").is_file() and Path("runs/diffs/lt-sft/lang/xx.json").is_file()
+    assert "components behind this table" in html and "no run logs" not in html
+    assert "wall_seconds" not in Path("results/pos/lt-sft.json").read_text()
     assert list(Path("reports/plots").glob("*.png")) and list(Path("reports/plot-data").glob("*.csv"))
     metrics = json.loads(Path("reports/metrics.json").read_text())
     assert set(metrics["pos"]["lt-sft"]) == {"xx", "yy", "avg"}
