@@ -206,16 +206,18 @@ def diff_info(
 @diff_app.command("import")
 @one_line_errors
 def diff_import(
-    path: Annotated[Path, typer.Argument(help="A released pytorch_diff.bin (the paper authors' format).")],
+    path: Annotated[Path, typer.Argument(help="A released pytorch_diff.bin (the paper authors' format), or a "
+                                              "directory holding one.")],
     out: Annotated[Path, typer.Argument(help="Directory to write the diff to (diff.json + diff.safetensors).")],
     base_model: Annotated[str, typer.Option(help="Base model name to record, e.g. bert-base-multilingual-cased.")] = "",
 ) -> None:
     """Convert a published LT-SFT diff into our format, without running code from the file.
 
-    The file is read with torch's weights-only unpickler (only numpy scalar globals allowed);
+    The file is read with torch's weights-only unpickler (only numpy scalar globals allowed,
+    under numpy 1's and numpy 2's names: every released file was pickled under numpy 1);
     column-major delta-coded indices become our row-major Elias-Fano-coded ones.
     """
-    from pipeline.formats.published import import_published
+    from pipeline.sources.published import import_published
 
     diff = import_published(path, out, base_model)
     typer.echo(f"{out}: {diff.nnz:,} entries in {len(diff.indices)} tensors, dense {sorted(diff.dense)}")

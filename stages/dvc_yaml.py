@@ -69,14 +69,14 @@ STATIC_TAIL = """\
     foreach: ${published.languages}
     do:
       cmd: ltsft import-published lang ${item}
-      deps: [stages/import_published.py, pipeline/formats]
+      deps: [stages/import_published.py, pipeline/sources/published.py, pipeline/formats]
       params: [published]
       outs: ["diffs/lt-sft-published/lang/${item}"]
   import_published_task:
     foreach: ${published.tasks}
     do:
       cmd: ltsft import-published task ${item}
-      deps: [stages/import_published.py, pipeline/formats]
+      deps: [stages/import_published.py, pipeline/sources/published.py, pipeline/formats]
       params: [published]
       outs: ["diffs/lt-sft-published/task/${item}"]
 

@@ -3,7 +3,7 @@
 For the `lt-sft-published` method (paper preset): fetch ``pytorch_diff.bin`` from the
 hub repo named in params (`published.lang_repo` / `published.task_repos`), or read it
 from `published.local_root/<repo>/pytorch_diff.bin`, and convert it to our format with
-pipeline/formats/published.py (no code from the file is ever run). Evaluation then composes them
+pipeline/sources/published.py (no code from the file is ever run). Evaluation then composes them
 exactly like our own diffs: the quickest check of our evaluation against the paper.
 """
 
@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pipeline.formats.published import load_published, reorder_head, to_sparse_diff
+from pipeline.sources.published import FILE, load_published, reorder_head, to_sparse_diff
 from pipeline.tasks import get_task
 from stages import layout
 from pipeline.core.config import ConfigError, Params, UserError
 
-FILE = "pytorch_diff.bin"
 
 
 def repo_for(params: Params, kind: str, name: str) -> str:

@@ -1,15 +1,16 @@
-"""Importing the paper's published diffs (pipeline/formats/published.py) from a file in their
+"""Importing the paper's published diffs (pipeline/sources/published.py) from a file in their
 format written here: column-major delta-coded indices, numpy scalars, a dense head."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.formats.published import import_published, load_published
+from pipeline.sources.published import import_published, load_published
 from pipeline.formats.sparse_diff import DiffError, SparseDiff
 
 
@@ -90,3 +91,44 @@ def test_import_published_without_a_repo_names_the_key(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "published.lang_repo: not set" in result.output
     assert not (tmp_path / "diffs").exists()
     assert yaml.safe_load((tmp_path / "params.yaml").read_text())["preset"] == "smoke"
+
+
+NUMPY1 = Path(__file__).parent / "fixtures" / "published" / "numpy1"  # tests/fixtures/make_numpy1_diff.py
+
+
+def test_a_file_pickled_under_numpy_1_imports(tmp_path):
+    """Every released diff names numpy.core.multiarray.scalar (numpy 1.x); numpy 2 renamed it."""
+    import pickletools
+    import zipfile
+
+    with zipfile.ZipFile(NUMPY1 / "pytorch_diff.bin") as archive:
+        stream = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    globals_named = {arg for op, arg, _ in pickletools.genops(stream) if op.name == "GLOBAL"}
+    assert "numpy.core.multiarray scalar" in globals_named
+    assert not any(name.startswith("numpy._core") for name in globals_named)
+    # A directory holding pytorch_diff.bin (as the reference's SFT(dir)) or the file itself.
+    for path in (NUMPY1, NUMPY1 / "pytorch_diff.bin"):
+        diff = import_published(path, tmp_path / "out")
+        # Column-major flat 1, 3 in a 2x3 matrix are (1, 0) and (1, 1): row-major 3 and 4.
+        assert diff.indices["encoder.weight"].tolist() == [3, 4]
+        assert diff.values["encoder.weight"].tolist() == [0.5, -0.25]
+        assert diff.dense["classifier.bias"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_refusal_gives_the_unpicklers_whole_reason(tmp_path):
+    path = tmp_path / "evil.bin"
+    torch.save({"diffs": {}, "abs": {}, "x": Exploit()}, path)
+    with pytest.raises(DiffError) as info:
+        load_published(path)
+    message = str(info.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert "posix.system" in message and "Re-running" not in message  # the reason, not torch's advice
+
+    import datetime
+
+    torch.save({"diffs": {}, "abs": {}, "when": datetime.date(2021, 1, 1)}, path)  # allowed nowhere
+    with pytest.raises(DiffError) as info:
+        load_published(path)
+    message = str(info.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert "WeightsUnpickler error: Unsupported global: GLOBAL datetime.date" in message

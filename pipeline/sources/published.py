@@ -16,6 +16,7 @@ unpickle, which could run arbitrary code — and re-index to our row-major flat 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +26,51 @@ import torch
 from pipeline.formats.sparse_diff import DiffError, SparseDiff, _dtype_name
 
 
+FILE = "pytorch_diff.bin"  # the name the reference's SFT(dir) reads
+# Where numpy keeps the scalar reconstructor that pickled numpy scalars name. Every released
+# file was pickled under numpy 1.x and names the first; numpy 2 pickles name the second.
+SCALAR_NAMES = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _numpy_globals() -> list[Any]:
-    """What pickled numpy scalars need: the scalar reconstructor, dtype and dtype classes."""
+    """What pickled numpy scalars need, and nothing else: the scalar reconstructor (under
+    both numpy generations' names), dtype and the dtype classes."""
     try:
         from numpy._core.multiarray import scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import scalar  # type: ignore[no-redef]
     dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
-    return [scalar, np.dtype, *dtype_classes]
+    return [*((scalar, name) for name in SCALAR_NAMES), np.dtype, *dtype_classes]
+
+
+def refusal_reason(err: BaseException) -> str:
+    """torch's refusal as one line: the unpickler's own reason when there is one (torch puts
+    it after paragraphs of advice), whole, without terminal escapes."""
+    text = _ANSI.sub("", str(err))
+    marker = text.find("WeightsUnpickler error:")
+    if marker >= 0:
+        text = text[marker:].split("\n\n")[0]
+    else:  # e.g. "Trying to load unsupported GLOBAL posix.system whose module posix is blocked."
+        advice = ("Weights only load failed", "Check the documentation of torch.load")
+        reasons = [part for part in text.split("\n\n") if part.strip() and not part.strip().startswith(advice)]
+        text = "\n".join(reasons) or text
+    return " ".join(text.split()) or type(err).__name__
 
 
 def load_published(path: str | Path) -> dict[str, Any]:
-    """The raw ``{"diffs", "abs"}`` mapping, loaded without executing code."""
+    """The raw ``{"diffs", "abs"}`` mapping, loaded without executing code. ``path`` is a
+    released ``pytorch_diff.bin`` or a directory holding one (as the reference's SFT(dir))."""
     path = Path(path)
+    if path.is_dir():
+        path = path / FILE
     if not path.is_file():
         raise DiffError(f"{path}: file not found")
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # weights-only refusals and corrupt files alike: one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DiffError(f"{path}: not a loadable published diff ({first})") from None
+        raise DiffError(f"{path}: not a loadable published diff ({refusal_reason(err)})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("diffs"), dict):
         raise DiffError(f"{path}: expected a mapping with a 'diffs' entry")
     return obj
