@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OVERRIDABLE", "TASK_NAMES", "AblationSettings", "AdapterSpec", "ConfigError", "DataSettings", "DenseSpec",
     "EvalSettings", "LanguageSpec", "LtsftError", "MadxSettings", "ModelSettings", "Params", "PhaseBudget",
-    "PublishedSettings", "RunSpec", "SparsitySettings", "TaskSpec", "TrainSpec", "UserError", "check_k",
+    "PublishedSettings", "RunSpec", "SparsitySettings", "TaskSpec", "TrainSpec", "UserError",
     "load_params", "merge_overrides", "overridable", "parse_params", "register_section", "schema_sections",
 ]
 
@@ -604,9 +604,3 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     return parse_params(tree)
-
-
-def check_k(k: int, maskable: int, key: str) -> None:
-    """K must fit the model: checked once the model is loaded, before training starts."""
-    if k > maskable:
-        raise ConfigError(f"{key}: K={k} exceeds the model's {maskable} maskable entries")

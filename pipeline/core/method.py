@@ -86,6 +86,25 @@ class Composer(Protocol):
         ...
 
 
+class ComponentComposer:
+    """What every composer shares (the Composer protocol above): the task component's
+    directory, each target language's component, and which of them were read."""
+
+    def __init__(self, task_path: Path, lang_paths: dict[str, Path]):
+        self.task_path, self.lang_paths = task_path, lang_paths
+        self.task_params, self.k = 0, None
+        self.used: list[Path] = []
+
+    def inputs(self, with_language: bool) -> list[Path]:
+        return [self.task_path, *(self.lang_paths.values() if with_language else [])]
+
+    def _read(self, path: Path) -> Path:
+        """Note that ``path`` was read (the evaluation's run log lists the components behind it)."""
+        if path not in self.used:
+            self.used.append(path)
+        return path
+
+
 class Method:
     """Base class of every method; subclasses set the class attributes and override what applies."""
 

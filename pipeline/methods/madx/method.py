@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.core.config import MadxSettings
 from pipeline.methods import register
-from pipeline.core.method import ComponentPaths, Method, TrainContext, Variant
+from pipeline.core.method import ComponentComposer, ComponentPaths, Method, TrainContext, Variant
 from pipeline.core.runs import RunResult, Trained, run_component
 
 PREFIX = "madx."  # every adapter parameter lives under model.madx
@@ -102,16 +102,12 @@ class MadX(Method):
                                {lang: paths.component(self.name, "lang", lang) for lang in targets})
 
 
-class AdapterComposer:
+class AdapterComposer(ComponentComposer):
     """θ0 with MAD-X adapters: the task adapter (and head) over a target's language adapter."""
 
-    def __init__(self, params: Any, task_dir: Path, lang_paths: dict[str, Path]):
-        self.params, self.task_dir, self.lang_paths = params, task_dir, lang_paths
-        self.task_params, self.k = 0, None
-        self.used: list[Path] = []
-
-    def inputs(self, with_language: bool) -> list[Path]:
-        return [self.task_dir, *(self.lang_paths.values() if with_language else [])]
+    def __init__(self, params: Any, task_path: Path, lang_paths: dict[str, Path]):
+        super().__init__(task_path, lang_paths)
+        self.params = params
 
     def load(self, model: Any) -> None:
         from pipeline.formats.adapter import load_adapter
@@ -120,10 +116,10 @@ class AdapterComposer:
 
         self.madx = add_madx(model, language_rf=self.params.madx_language.reduction_factor,
                              task_rf=self.params.madx_task.reduction_factor)
-        meta = load_adapter(self.task_dir / "adapter", self.madx.task)
-        SparseDiff.load(self.task_dir / "head").apply(model, with_dense=True)
+        task_dir = self._read(self.task_path)
+        meta = load_adapter(task_dir / "adapter", self.madx.task)
+        SparseDiff.load(task_dir / "head").apply(model, with_dense=True)
         self.task_params = int(meta["trainable_parameters"])
-        self.used.append(self.task_dir)
 
     def prepare(self, model: Any, lang: str, with_language: bool) -> int:
         from pipeline.formats.adapter import load_adapter
@@ -132,7 +128,5 @@ class AdapterComposer:
         set_active(self.madx, language=with_language, task=True)
         if not with_language:
             return 0
-        meta = load_adapter(self.lang_paths[lang], self.madx.language)
-        if self.lang_paths[lang] not in self.used:
-            self.used.append(self.lang_paths[lang])
+        meta = load_adapter(self._read(self.lang_paths[lang]), self.madx.language)
         return int(meta["trainable_parameters"])
