@@ -13,12 +13,13 @@ from __future__ import annotations
 import time
 
 from pipeline.core.atomic import write_json
+from pipeline.core.best_checkpoint import DevCheck
 from pipeline.core.composition import DiffComposer
 from pipeline.core.errors import ConfigError
 from pipeline.core.evaluation import score
 from pipeline.methods import METHODS
 from pipeline.core.models import load_tokenizer
-from pipeline.core.runs import run_facts
+from pipeline.core.runs import DevScorer, run_facts
 from pipeline.tasks import get_task
 from stages import layout
 from stages.common import require_files, write_run_logs
@@ -34,14 +35,18 @@ def run(params, task_name: str, k: int) -> None:
     task = get_task(task_name)
     paths = layout.COMPONENTS
     train_path = layout.task_split(task_name, spec.source, "train", task.data_format)
+    dev_path = layout.task_split(task_name, spec.source, "dev", task.data_format)
     tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in spec.targets}
     lang_paths = {method: {lang: paths.component(method, "lang", lang) for lang in spec.targets} for method in swept}
     phase1 = paths.component("lt-sft", "task-phase1", task_name)
-    require_files(layout.BASE_MODEL, train_path, phase1, *(paths.component(m, "lang", spec.source) for m in swept),
+    require_files(layout.BASE_MODEL, train_path, dev_path, phase1, *(paths.component(m, "lang", spec.source) for m in swept),
                   *(path for by_lang in lang_paths.values() for path in by_lang.values()), *tests.values())
     started = time.monotonic()
     tokenizer = load_tokenizer(layout.BASE_MODEL)
     features = task.featurize(task.read(train_path), tokenizer, params.task_sft.max_length)
+    # Phase 2 ends on its best dev state where the main run's does (task_sft.phase2.select_best).
+    dev = DevCheck(DevScorer(params, task, tokenizer, task.read(dev_path), params.task_sft.max_length),
+                   task.metric, task.higher_is_better)
     rows = []
     for method in swept:
         model = task.build_model(layout.BASE_MODEL, params.seed)
@@ -56,7 +61,8 @@ def run(params, task_name: str, k: int) -> None:
             phase1_state = snapshot(model)
             restore(model, start)
         config = params.task_sft.lottery(k, params.seed, METHODS[method].selection)
-        diff = train_lt_sft(model, features, task.collator(tokenizer), config, phase1_state=phase1_state).diff
+        diff = train_lt_sft(model, features, task.collator(tokenizer), config, phase1_state=phase1_state,
+                            dev=dev).diff
         diff.provenance["k"] = k
         diff.provenance["trainable_parameters"] = k + sum(t.numel() for t in diff.dense.values())
         composer = DiffComposer(paths.component(method, "task", task_name), lang_paths[method], task_diff=diff)

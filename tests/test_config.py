@@ -122,7 +122,9 @@ def test_sections_are_typed_objects():
     assert paper.published.task_repos["pos"] == "cambridgeltl/mbert-task-sft-pos"
     assert paper.published.lang_repo.format(code="bm") == "cambridgeltl/mbert-lang-sft-bm-small"
     assert paper.tasks["pos"].dataset("wol") == "wo_wtb"
-    assert paper.lang_sft.phase1 == PhaseBudget(epochs=100, min_steps=10_000, max_steps=100_000)
+    assert paper.lang_sft.phase1 == PhaseBudget(epochs=100, min_steps=10_000, max_steps=100_000, eval_every=1000,
+                                                select_best=True)  # the reference: best of every 1,000 steps
+    assert paper.task_sft.phase2 == PhaseBudget(epochs=10, eval_every=250, select_best=True)
 
 
 def test_k_and_the_key_that_set_it():
@@ -192,7 +194,7 @@ def test_every_preset_key_is_in_the_schema():
         ("model.warmupp", None, "model.warmupp: unknown key (known: name, num_layers, source, tiny, warmup)"),
         ("tasks.pos.target", ["xx"], "tasks.pos.target: unknown key (known: datasets, overrides, source, targets)"),
         ("languages.xx.nmae", "X", "languages.xx.nmae: unknown key (known: name, text)"),
-        ("lang_sft.phase1.stepz", 3, "lang_sft.phase1.stepz: unknown key (known: epochs, max_steps, min_steps, steps)"),
+        ("lang_sft.phase1.stepz", 3, "lang_sft.phase1.stepz: unknown key (known: epochs, eval_every, max_steps, min_steps, select_best, steps)"),
         ("published.lang_repos", "x", "published.lang_repos: unknown key (known: codes, head_labels, "),
     ],
 )

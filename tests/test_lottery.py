@@ -229,7 +229,7 @@ def test_run_trainer_leaves_clipping_to_our_optimizer(monkeypatch, tagger0, budg
     captured = {}
 
     class FakeTrainer:
-        def __init__(self, model, args, train_dataset, data_collator, optimizers):
+        def __init__(self, model, args, train_dataset, data_collator, optimizers, callbacks=()):
             captured.update(model=model, args=args, optimizers=optimizers, data=train_dataset)
             self.state = type("State", (), {"log_history": [{"loss": 1.0}]})()
 
@@ -258,9 +258,9 @@ def test_train_lt_sft_with_epoch_budget_hands_clipping_to_sparse_adamw(monkeypat
     seen = []
     real_run_trainer = lottery.run_trainer
 
-    def spy(model, optimizer, train_features, collate, budget, config, description):
+    def spy(model, optimizer, train_features, collate, budget, config, description, dev=None):
         seen.append((type(optimizer), optimizer.max_grad_norm, budget, description))
-        return real_run_trainer(model, optimizer, train_features, collate, budget, config, description)
+        return real_run_trainer(model, optimizer, train_features, collate, budget, config, description, dev)
 
     monkeypatch.setattr(lottery, "run_trainer", spy)
     budget = PhaseBudget(epochs=0.25)  # 16 examples, batches of 4: one step

@@ -160,7 +160,8 @@ class RunSpec:
 class DenseSpec:
     """One dense training phase: full fine-tuning, BitFit, a head-only floor, an MLM-head warm-up."""
 
-    phase: PhaseBudget = setting("Budget: {steps: N} or {epochs: N} (optionally with min_steps / max_steps).")
+    phase: PhaseBudget = setting("Budget: {steps: N} or {epochs: N} (optionally with min_steps / max_steps, "
+                                 "eval_every / select_best).")
     batch_size: int = setting("Examples per optimizer step.", minimum=1)
     learning_rate: float = setting("AdamW learning rate.", minimum=0.0, exclusive=True)
     max_grad_norm: float = setting("Gradient clipping norm (default 1.0).", minimum=0.0, file_default=1.0)
@@ -189,8 +190,10 @@ class TrainSpec:
     """
 
     phase1: PhaseBudget = setting("Phase 1 budget (dense fine-tuning that selects the K entries): "
-                                  "{steps: N} or {epochs: N, min_steps: .., max_steps: ..}.")
-    phase2: PhaseBudget = setting("Phase 2 budget (sparse fine-tuning of the K selected entries).")
+                                  "{steps: N} or {epochs: N, min_steps: .., max_steps: ..}, optionally with "
+                                  "eval_every: N (dev score every N optimizer steps) and select_best: true "
+                                  "(end the phase on its best dev state, as the reference does).")
+    phase2: PhaseBudget = setting("Phase 2 budget (sparse fine-tuning of the K selected entries); the same keys.")
     batch_size: int = setting("Examples per optimizer step.", minimum=1)
     learning_rate: float = setting("AdamW learning rate.", minimum=0.0, exclusive=True)
     weight_decay: float = setting("AdamW weight decay.", minimum=0.0)
@@ -489,27 +492,36 @@ def _value(tp: Any, value: Any, key: str, rule: Any = None, optional: bool = Fal
     raise TypeError(f"{key}: the schema has no parser for {tp!r}")  # a bug in the schema, not in the file
 
 
-_BUDGET_KEYS = ("steps", "epochs", "min_steps", "max_steps")
+_BUDGET_KEYS = ("steps", "epochs", "min_steps", "max_steps", "eval_every", "select_best")
+_LENGTH_KEYS = ("steps", "epochs", "min_steps", "max_steps")
 
 
 def _budget(value: Any, key: str) -> PhaseBudget:
-    shape = (f"{key}: must be {{steps: N}} or {{epochs: N}} (optionally with min_steps / max_steps) "
-             f"(got {value!r})")
+    shape = (f"{key}: must be {{steps: N}} or {{epochs: N}} (optionally with min_steps / max_steps, "
+             f"eval_every / select_best) (got {value!r})")
     if not isinstance(value, dict):
         raise ConfigError(shape)
     for name in value:
         if name not in _BUDGET_KEYS:
             raise _unknown_key(key, name, list(_BUDGET_KEYS))
-    if ("steps" in value) == ("epochs" in value) or ("steps" in value and len(value) != 1):
+    length = {name: value[name] for name in _LENGTH_KEYS if name in value}
+    if ("steps" in length) == ("epochs" in length) or ("steps" in length and len(length) != 1):
         raise ConfigError(shape)
-    if "steps" in value:
-        return PhaseBudget(steps=_value(int, value["steps"], f"{key}.steps", {"minimum": 1}))
+    eval_every = _value(int, value.get("eval_every", 0), f"{key}.eval_every", {"minimum": 0})
+    select_best = value.get("select_best", False)
+    if not isinstance(select_best, bool):
+        raise ConfigError(f"{key}.select_best: must be true or false (got {select_best!r})")
+    if select_best and not eval_every:
+        raise ConfigError(f"{key}.select_best: needs {key}.eval_every > 0 (the states it chooses from)")
+    checks = {"eval_every": eval_every, "select_best": select_best}
+    if "steps" in length:
+        return PhaseBudget(steps=_value(int, value["steps"], f"{key}.steps", {"minimum": 1}), **checks)
     min_steps = _value(int, value["min_steps"], f"{key}.min_steps", {"minimum": 1}) if "min_steps" in value else None
     max_steps = _value(int, value["max_steps"], f"{key}.max_steps", {"minimum": 1}) if "max_steps" in value else None
     if min_steps is not None and max_steps is not None and min_steps > max_steps:
         raise ConfigError(f"{key}: min_steps {min_steps} exceeds max_steps {max_steps}")
     epochs = _value(float, value["epochs"], f"{key}.epochs", {"minimum": 0.0, "exclusive": True})
-    return PhaseBudget(epochs=epochs, min_steps=min_steps, max_steps=max_steps)
+    return PhaseBudget(epochs=epochs, min_steps=min_steps, max_steps=max_steps, **checks)
 
 
 def schema_sections(root: type = Params) -> list[type]:

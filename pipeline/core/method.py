@@ -64,6 +64,17 @@ class TrainContext:
     def component(self, method: str, kind: str | None = None, name: str | None = None) -> Path:
         return self.paths.component(method, kind or self.kind, name or self.name)
 
+    def dev_check(self, max_length: int) -> Any:
+        """How phases with ``eval_every`` score this run: the task's headline metric on the dev
+        set (a language: masked-LM loss on its held-out text); None without dev examples."""
+        from pipeline.core.best_checkpoint import DevCheck
+        from pipeline.core.runs import DevScorer
+
+        if not self.dev:
+            return None
+        scorer = DevScorer(self.params, self.task, self.tokenizer, self.dev, max_length)
+        return DevCheck(scorer, self.task.metric, self.task.higher_is_better)
+
 
 class Composer(Protocol):
     """Puts a method's trained components into a model for evaluation."""

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import torch
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+from pipeline.core.best_checkpoint import BestOnDev, DevCheck
+from pipeline.core.errors import LtsftError
 from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.core.parameters import maskable_parameter_names, snapshot
 
@@ -37,8 +39,17 @@ def run_trainer(
     budget: PhaseBudget,
     config: RunSettings,
     description: str,
+    dev: DevCheck | None = None,
 ) -> list[dict[str, Any]]:
-    """One training phase in a plain Trainer; returns its log history."""
+    """One training phase in a plain Trainer; returns its log history.
+
+    With ``budget.eval_every``, ``dev`` scores the model every that many steps (the scores
+    join the history); with ``budget.select_best`` the phase ends on the best of them."""
+    callbacks = []
+    if budget.eval_every:
+        if dev is None:
+            raise LtsftError(f"{description}: eval_every is set but this run has no dev set to score")
+        callbacks.append(BestOnDev(model, dev, budget.eval_every, budget.select_best, description))
     with tempfile.TemporaryDirectory(prefix="ltsft-trainer-") as out_dir:
         args = TrainingArguments(
             output_dir=out_dir,
@@ -62,10 +73,13 @@ def run_trainer(
         )
         trainer = Trainer(
             model=model, args=args, train_dataset=list(train_features), data_collator=collator,
-            optimizers=(optimizer, None),
+            optimizers=(optimizer, None), callbacks=callbacks,
         )
         trainer.train()
-        return [dict(entry, phase=description) for entry in trainer.state.log_history]
+        history = [dict(entry, phase=description) for entry in trainer.state.log_history]
+        for best in callbacks:
+            history += [*best.history, best.summary()]
+        return history
 
 
 def train_parameters(
@@ -80,6 +94,7 @@ def train_parameters(
     weight_decay: float = 0.0,
     head: Sequence[str] = (),
     head_learning_rate: float | None = None,
+    dev: DevCheck | None = None,
 ) -> list[dict[str, Any]]:
     """Train exactly the named parameters, densely; every other parameter is frozen.
 
@@ -98,7 +113,7 @@ def train_parameters(
         param.requires_grad_(name in chosen)
     optimizer = SparseAdamW(param_groups(params, names, head, config.learning_rate, head_learning_rate),
                             lr=config.learning_rate, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
-    return run_trainer(model, optimizer, train_features, collator, budget, config, description)
+    return run_trainer(model, optimizer, train_features, collator, budget, config, description, dev)
 
 
 def param_groups(
@@ -129,6 +144,7 @@ def train_as_diff(
     description: str = "dense",
     diff_meta: dict[str, Any] | None = None,
     head_learning_rate: float | None = None,
+    dev: DevCheck | None = None,
 ) -> SparseDiff:
     """Train ``body`` (maskable parameters; None: all of them, [] for none) and ``head``
     densely from the model's current state θ_start; return φ = θ − θ_start as a diff.
@@ -142,5 +158,5 @@ def train_as_diff(
     start = snapshot(model, maskable)
     trained = [*(maskable if body is None else body), *head]
     train_parameters(model, trained, train_features, collator, budget, settings, description, max_grad_norm,
-                     head=head, head_learning_rate=head_learning_rate)
+                     head=head, head_learning_rate=head_learning_rate, dev=dev)
     return SparseDiff.from_states(start, snapshot(model, [*maskable, *head]), maskable, head, **(diff_meta or {}))

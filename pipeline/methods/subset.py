@@ -53,7 +53,8 @@ class SubsetDiffMethod(Method):
                                  spec.run(ctx.params.seed), body=body, max_grad_norm=spec.max_grad_norm,
                                  description=self.name,
                                  head_learning_rate=spec.head_learning_rate if self.trains_body else None,
-                                 diff_meta={"base_model": ctx.params.model.name, "k": k})
+                                 diff_meta={"base_model": ctx.params.model.name, "k": k},
+                                 dev=ctx.dev_check(spec.max_length))
             return Trained(diff, count_parameters_named(ctx.model, [*trained, *head]))
 
         return run_component(ctx, self.name, self.sections, spec.max_length, ctx.component(self.name), train)

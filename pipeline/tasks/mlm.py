@@ -105,6 +105,7 @@ def warm_up_head(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, tra
                  dev_text: Sequence[str], spec, seed: int, eval_batch_size: int) -> dict[str, float | int]:
     """Train only the MLM head (``cls.*``) of an encoder that has none worth the name (e5),
     the encoder and the tied decoder frozen; returns the dev loss before and after."""
+    from pipeline.core.best_checkpoint import DevCheck
     from pipeline.core.training import train_parameters
     from pipeline.tasks import get_task
 
@@ -113,8 +114,9 @@ def warm_up_head(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, tra
     score_masked_positions_only(model)
     before = mlm.evaluate(model, dev_text, tokenizer, spec.max_length, eval_batch_size)
     features = mlm.featurize(train_text, tokenizer, spec.max_length)
+    dev = DevCheck(lambda m: mlm.evaluate(m, dev_text, tokenizer, spec.max_length, eval_batch_size), "loss", False)
     train_parameters(model, head, features, mlm.collator(tokenizer), spec.phase, spec.run(seed),
-                     "mlm-head-warmup", max_grad_norm=spec.max_grad_norm)
+                     "mlm-head-warmup", max_grad_norm=spec.max_grad_norm, dev=dev)
     after = mlm.evaluate(model, dev_text, tokenizer, spec.max_length, eval_batch_size)
     for param in model.parameters():
         param.requires_grad_(True)

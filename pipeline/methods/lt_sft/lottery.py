@@ -26,6 +26,7 @@ from transformers import PreTrainedModel
 from pipeline.methods.lt_sft.selection import magnitude_scorer, merge_indices, random_scorer, select_top_k
 from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.core.parameters import layer_norm_parameter_names, maskable_parameter_names, restore, snapshot
+from pipeline.core.best_checkpoint import DevCheck
 from pipeline.core.sparse_adamw import SparseAdamW
 from pipeline.core.training import PhaseBudget, param_groups, run_trainer  # noqa: F401  (PhaseBudget re-exported)
 
@@ -72,6 +73,7 @@ def train_lt_sft(
     dense: Sequence[str] | None = None,
     diff_meta: dict[str, Any] | None = None,
     phase1_state: Mapping[str, torch.Tensor] | None = None,
+    dev: DevCheck | None = None,
 ) -> LotteryResult:
     """Run LT-SFT on ``model`` in place and return the sparse diff it learnt.
 
@@ -82,6 +84,9 @@ def train_lt_sft(
     ``maskable``: parameters trained sparsely (default: the encoder body without
     LayerNorms); ``dense``: parameters trained densely and stored whole (default: every
     other trainable parameter, i.e. the head). The model ends in θ0 + φ (+ trained head).
+
+    ``dev``: the dev score of phases with ``eval_every``; a phase with ``select_best`` ends on
+    its best state, so selection measures phase 1's best and the diff is phase 2's best.
     """
     freeze_layer_norms(model)
     maskable = list(maskable if maskable is not None else maskable_parameter_names(model))
@@ -124,7 +129,8 @@ def train_lt_sft(
             # Phase 1: dense fine-tuning of everything trainable.
             optimizer = SparseAdamW(trainable(), lr=config.learning_rate, weight_decay=config.weight_decay,
                                     max_grad_norm=config.max_grad_norm, **l1)
-            log += run_trainer(model, optimizer, train_features, collator, config.phase1, config, f"{tag}-phase1")
+            log += run_trainer(model, optimizer, train_features, collator, config.phase1, config, f"{tag}-phase1",
+                               dev)
             phase1 = snapshot(model, [*maskable, *dense])
             if iteration == config.n_iterations - 1:
                 phase1_diff = SparseDiff.from_states(theta0, phase1, maskable, dense, **(diff_meta or {}))
@@ -143,7 +149,7 @@ def train_lt_sft(
             | {params[n]: torch.empty(0, dtype=torch.int64) for n in maskable if n not in selected},
             **l1,
         )
-        log += run_trainer(model, optimizer, train_features, collator, config.phase2, config, f"{tag}-phase2")
+        log += run_trainer(model, optimizer, train_features, collator, config.phase2, config, f"{tag}-phase2", dev)
         iteration_start = snapshot(model, [*maskable, *dense])
 
     diff = SparseDiff.from_states(theta0, snapshot(model, [*maskable, *dense]), maskable, dense,

@@ -41,7 +41,7 @@ class SparseFineTuning(Method):
             record["k"] = k
             features = ctx.task.featurize(ctx.train, ctx.tokenizer, spec.max_length)
             result = train_lt_sft(ctx.model, features, ctx.task.collator(ctx.tokenizer),
-                                  spec.lottery(k, params.seed, self.selection),
+                                  spec.lottery(k, params.seed, self.selection), dev=ctx.dev_check(spec.max_length),
                                   diff_meta={"base_model": params.model.name, "provenance": dict(record)})
             head = [] if lang else list(result.diff.dense)  # a language diff's MLM head is never composed
             extras = []

@@ -65,7 +65,8 @@ class MadX(Method):
         def train(record: dict[str, Any]) -> Trained:
             features = ctx.task.featurize(ctx.train, ctx.tokenizer, spec.max_length)
             train_parameters(ctx.model, names, features, ctx.task.collator(ctx.tokenizer), spec.phase,
-                             spec.run(ctx.params.seed), "madx-language", max_grad_norm=spec.max_grad_norm)
+                             spec.run(ctx.params.seed), "madx-language", max_grad_norm=spec.max_grad_norm,
+                             dev=ctx.dev_check(spec.max_length))
             return Trained(TrainedAdapter(madx.language), count_parameters(madx.language), note="language adapter")
 
         return run_component(ctx, self.name, self.language_sections, spec.max_length, ctx.component(self.name), train)
@@ -89,7 +90,7 @@ class MadX(Method):
             features = ctx.task.featurize(ctx.train, ctx.tokenizer, spec.max_length)
             train_parameters(ctx.model, names, features, ctx.task.collator(ctx.tokenizer), spec.phase,
                              spec.run(params.seed), "madx-task", max_grad_norm=spec.max_grad_norm, head=head,
-                             head_learning_rate=spec.head_learning_rate)
+                             head_learning_rate=spec.head_learning_rate, dev=ctx.dev_check(spec.max_length))
             head_diff = SparseDiff.from_states(start, snapshot(ctx.model, head), [], head)
             return Trained(TrainedAdapter(madx.task, head_diff),
                            count_parameters(madx.task) + count_parameters_named(ctx.model, head),
