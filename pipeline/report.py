@@ -263,6 +263,27 @@ def render_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, capt
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
+def l1_rows(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
+    """The L1 ablation as rows render_table reads: each λ as a "method", beside the main
+    run's composed LT-SFT (whose λ is lang_sft.l1_lambda)."""
+    ablated = [r for r in rows if r.get("task") == task and r.get("ablation") == "l1"]
+    if not ablated:
+        return []
+    relabelled = [dict(r, method=f"{r['method']}, λ = {r['l1_lambda']}", ablation=None) for r in ablated]
+    main = [dict(r, method="lt-sft (main run)") for r in _main(rows) if r.get("task") == task
+            and r.get("method") == "lt-sft"]
+    return main + relabelled
+
+
+def _render_l1(rows: Sequence[Mapping[str, Any]], task: str, metric: str | None) -> str:
+    table_rows = l1_rows(rows, task)
+    if not table_rows or metric is None:
+        return ""
+    caption = (f"L1 ablation, {metric_label(metric)} (%): every target language's LT-SFT diff retrained with L1 "
+               "weight λ and composed with the main run's task diff (the main run's λ is lang_sft.l1_lambda).")
+    return "<h3>L1 towards θ0 (language diffs)</h3>" + render_table(table_rows, task, metric, caption)
+
+
 def _render_comparison(frame: pd.DataFrame, task: str, metric: str) -> str:
     if frame.empty:
         return ""
@@ -325,6 +346,7 @@ def _render_task(report: TaskReport, plots_dir: Path) -> str:
         parts.append(_render_comparison(reference_comparison(rows, report.references, task, metric), task, metric))
     headline = plots.headline_metric(task, rows)
     label = metric_label(headline) if headline else "score"
+    parts.append(_render_l1(rows, task, headline))
     figures = []
     path = plots.sparsity_plot(rows, task, plots_dir)
     if path:

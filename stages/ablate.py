@@ -1,4 +1,6 @@
-"""Stage `ablate_sparsity@<K>`: the sparsity sweep — zero-shot scores of LT-SFT (composed
+"""The ablation stages.
+
+`ablate_sparsity@<K>`: the sparsity sweep — zero-shot scores of LT-SFT (composed
 and task-only) and Rand-SFT as the task diff's K varies.
 
 Only the task diff's K varies; language diffs stay those of the main run (K =
@@ -6,16 +8,26 @@ sparsity.lang_k). Phase 1 is not re-run: LT-SFT's phase 1 is identical for every
 start, data, seed and budget), so the main run's phase-1 change is loaded and each K is
 selected from it, then phase 2 trains the K entries. Rand-SFT skips phase 1 anyway. The
 swept diffs are scored and dropped; only their results are kept.
+
+`ablate_l1@<λ>`: the L1 term of language diffs — every target language's LT-SFT diff
+retrained with ``lang_sft.l1_lambda = λ`` (by the same method code as the main run, into a
+scratch directory), composed with the main run's task diff and scored; the diffs are dropped.
+The task diff, and the source language diff it was trained over, stay the main run's.
 """
 
 from __future__ import annotations
 
+import copy
+import tempfile
 import time
+from pathlib import Path
 
 from pipeline.core.atomic import write_json
 from pipeline.core.best_checkpoint import DevCheck
 from pipeline.core.composition import DiffComposer
+from pipeline.core.config import parse_params
 from pipeline.core.errors import ConfigError
+from pipeline.core.method import Variant
 from pipeline.core.evaluation import score
 from pipeline.methods import METHODS
 from pipeline.core.models import load_tokenizer
@@ -69,5 +81,31 @@ def run(params, task_name: str, k: int) -> None:
         rows += score(params, task, task_name, layout.BASE_MODEL, tests, composer, METHODS[method].variants,
                       {"ablation": "sparsity"})
     out = layout.sparsity_file(task_name, k)
+    write_json(out, {"rows": rows})
+    write_run_logs({str(out): run_facts(params, time.monotonic() - started)})
+
+
+def run_l1(params, task_name: str, l1: float) -> None:
+    from stages import train_lang
+
+    spec = params.task(task_name)
+    task_params = params.for_task(task_name)
+    task = get_task(task_name)
+    task_path = layout.COMPONENTS.component("lt-sft", "task", task_name)
+    tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in spec.targets}
+    require_files(layout.BASE_MODEL, task_path, *tests.values(),
+                  *(layout.text_split(lang, split) for lang in spec.targets for split in ("train", "dev")))
+    tree = copy.deepcopy(params.raw)
+    tree["lang_sft"]["l1_lambda"] = l1
+    ablated = parse_params(tree)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ltsft-l1-") as scratch:
+        paths = layout.Components(Path(scratch))
+        for lang in spec.targets:
+            train_lang.train(ablated, lang, "lt-sft", paths)
+        composer = DiffComposer(task_path, {lang: paths.component("lt-sft", "lang", lang) for lang in spec.targets})
+        rows = score(task_params, task, task_name, layout.BASE_MODEL, tests, composer, [Variant("lt-sft", True)],
+                     {"ablation": "l1", "l1_lambda": l1})
+    out = layout.l1_file(task_name, l1)
     write_json(out, {"rows": rows})
     write_run_logs({str(out): run_facts(params, time.monotonic() - started)})

@@ -164,6 +164,20 @@ def ablate(
     stage.run(_prepare(params), task, k)
 
 
+@app.command("ablate-l1")
+@one_line_errors
+def ablate_l1(
+    task: Annotated[str, typer.Argument(help="Task whose targets' language diffs to retrain (params: ablation.task).")],
+    l1: Annotated[float, typer.Option("--l1", min=0.0, help="The language diffs' L1 weight λ for this point.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """One point of the L1 ablation: the targets' LT-SFT language diffs retrained at λ, composed with
+    the main run's task diff and scored (results/TASK/l1/l1_λ.json; the diffs are not kept)."""
+    from stages import ablate as stage
+
+    stage.run_l1(_prepare(params), task, l1)
+
+
 @app.command()
 @one_line_errors
 def overlap(

@@ -47,7 +47,8 @@ stages:
 
 STATIC_TAIL = """\
 
-  # Ablations: the sparsity sweep (one task, the task diff's K) and the diffs' overlap.
+  # Ablations: the sparsity sweep (one task, the task diff's K), the language diffs' L1 weight, and
+  # the diffs' overlap.
   ablate_sparsity:
     foreach: ${ablation.k}
     do:
@@ -56,6 +57,14 @@ STATIC_TAIL = """\
              diffs/rand-sft/lang, stages/ablate.py, ENGINE, pipeline/methods/lt_sft]
       params: [seed, task_sft, eval, ablation.task]
       outs: ["results/${ablation.task}/sparsity/k${item}.json"]
+  ablate_l1:
+    foreach: ${ablation.l1}
+    do:
+      cmd: ltsft ablate-l1 ${ablation.task} --l1 ${item}
+      deps: [models/base, data/text, "data/${ablation.task}", "diffs/lt-sft/task/${ablation.task}", stages/ablate.py,
+             stages/train_lang.py, ENGINE, pipeline/methods/lt_sft]
+      params: [seed, sparsity, lang_sft, eval, ablation.task, "tasks.${ablation.task}"]
+      outs: ["results/${ablation.task}/l1/l1_${item}.json"]
   overlap:
     foreach: ${tasks}
     do:

@@ -34,13 +34,17 @@ class Components:
     """The layout of trained components (pipeline.core.method.ComponentPaths):
     ``diffs/<method>/<kind>/<name>``, or ``adapters/<method>/<kind>/<name>`` for adapters.
     Kinds: ``lang``, ``task``, and ``task-phase1`` (LT-SFT's dense phase 1 of a task diff,
-    kept for the sparsity sweep)."""
+    kept for the sparsity sweep). ``base``: the directory that holds them (an ablation
+    trains components it does not keep under a scratch directory)."""
+
+    def __init__(self, base: Path = Path(".")):
+        self.base = base
 
     def component(self, method: str, kind: str, name: str) -> Path:
         from pipeline.methods import METHODS
 
         root = ADAPTERS if METHODS[method].stores_adapters else DIFFS
-        return root / method / kind / name
+        return self.base / root / method / kind / name
 
 
 COMPONENTS = Components()
@@ -54,6 +58,11 @@ def results_file(task: str, method: str) -> Path:
 def sparsity_file(task: str, k: int | str) -> Path:
     """Scores of the sparsity sweep at one K (lt-sft, lt-sft-task-only, rand-sft)."""
     return RESULTS / task / "sparsity" / f"k{k}.json"
+
+
+def l1_file(task: str, l1: float) -> Path:
+    """Scores of the L1 ablation at one λ (lt-sft with target language diffs trained at λ)."""
+    return RESULTS / task / "l1" / f"l1_{l1}.json"
 
 
 def overlap_file(task: str) -> Path:

@@ -7,7 +7,8 @@ train-lang --help` lists them); each writes where stages/layout.py puts its comp
 from __future__ import annotations
 
 from pipeline.methods import language_methods
-from pipeline.core.method import TrainContext
+from pipeline.core.method import ComponentPaths, TrainContext
+from pipeline.core.runs import RunResult
 from pipeline.core.models import load_tokenizer
 from pipeline.tasks import get_task
 from stages import layout
@@ -15,6 +16,11 @@ from stages.common import get_method, require_files, write_run_logs
 
 
 def run(params, lang: str, method: str = "lt-sft") -> None:
+    write_run_logs(train(params, lang, method).facts)
+
+
+def train(params, lang: str, method: str = "lt-sft", paths: ComponentPaths = layout.COMPONENTS) -> RunResult:
+    """Train ``lang``'s component with ``method``, written where ``paths`` puts it."""
     chosen = get_method(method, language_methods(), "a language")
     params.language(lang)
     train_path, dev_path = layout.text_split(lang, "train"), layout.text_split(lang, "dev")
@@ -23,6 +29,5 @@ def run(params, lang: str, method: str = "lt-sft") -> None:
     tokenizer = load_tokenizer(layout.BASE_MODEL)
     model = task.build_model(layout.BASE_MODEL, params.seed)
     ctx = TrainContext(params=params, task=task, kind="lang", name=lang, model=model, tokenizer=tokenizer,
-                       train=task.read(train_path), dev=task.read(dev_path), paths=layout.COMPONENTS,
-                       facts={"lang": lang})
-    write_run_logs(chosen.train_language(ctx).facts)
+                       train=task.read(train_path), dev=task.read(dev_path), paths=paths, facts={"lang": lang})
+    return chosen.train_language(ctx)

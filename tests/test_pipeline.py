@@ -71,7 +71,7 @@ def run_pipeline(params: dict) -> list[dict]:
     steps += [("train-lang", lang, "--method", m) for m in LANG_METHODS for lang in params["languages"]]
     steps += [("train-task", "pos", "--method", m) for m in TASK_METHODS]
     steps += [("evaluate", "pos", "--method", m) for m in TASK_METHODS]
-    steps += [("ablate", "pos", "--k", "5000"), ("overlap", "pos"), ("report",)]
+    steps += [("ablate", "pos", "--k", "5000"), ("ablate-l1", "pos", "--l1", "0.0"), ("overlap", "pos"), ("report",)]
     for step in steps:
         result = ltsft(*step)
         assert result.exit_code == 0, (step, result.output, result.exception)
@@ -103,12 +103,20 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
     sweep = rows_of("results/pos/sparsity/k5000.json")
     assert {(r["method"], r["k"], r["ablation"]) for r in sweep} == {
         (m, 5000, "sparsity") for m in ("lt-sft", "lt-sft-task-only", "rand-sft")}
+    l1 = rows_of("results/pos/l1/l1_0.0.json")
+    assert {(r["method"], r["lang"], r["l1_lambda"], r["ablation"]) for r in l1} == {
+        ("lt-sft", lang, 0.0, "l1") for lang in ("xx", "yy")}
+    # At the main run's λ the ablation retrains the same diffs by the same code: the same scores.
+    assert ltsft("ablate-l1", "pos", "--l1", "0.1").exit_code == 0
+    main = {r["lang"]: r["value"] for r in rows if r["method"] == "lt-sft"}
+    assert {r["lang"]: r["value"] for r in rows_of("results/pos/l1/l1_0.1.json")} == main
     overlap = json.loads(Path("results/pos/overlap.json").read_text())
     assert overlap["layers"][0] == "embeddings" and set(overlap["langs"]) == {"xx", "yy"}
     assert all(0 <= s <= min(a, b) for lang in overlap["langs"].values()
                for s, a, b in zip(lang["shared"], lang["lang_entries"], lang["task_entries"]))
     html = Path("reports/index.html").read_text()
     assert all(method in html for method in REPORTED) and "POS" in html
+    assert "λ = 0.0" in html  # the L1 ablation's table
     # Wall times come from the run logs beside the outputs, never from the outputs themselves.
     assert Path("runs/results/pos/lt-sft.json").is_file() and Path("runs/diffs/lt-sft/lang/xx.json").is_file()
     assert "components behind this table" in html and "no run logs" not in html

@@ -270,3 +270,18 @@ def test_overlap_fractions(tmp_path: Path) -> None:
     assert got[("embeddings", "he")] == pytest.approx((0.1, 2.0))
     assert all(pd.isna(v) for v in got[("layer 0", "tr")])  # no task entries, nothing expected
     assert list(data["layer"].unique()) == ["embeddings", "layer 0"]
+
+
+def test_l1_ablation_table_sits_beside_the_main_run_and_stays_out_of_the_main_tables():
+    from pipeline.report import l1_rows
+
+    ablated = [row("lt-sft", lang, value, ablation="l1", l1_lambda=0.0) for lang, value in (("tr", 0.9), ("he", 0.5))]
+    rows = POS + ablated
+    assert task_table(rows, "pos", "accuracy").at["lt-sft", "tr"] == pytest.approx(0.80)  # main rows only
+    table = task_table(l1_rows(rows, "pos"), "pos", "accuracy")
+    assert list(table.index) == ["lt-sft (main run)", "lt-sft, λ = 0.0"]
+    assert table.at["lt-sft, λ = 0.0", "avg"] == pytest.approx(0.7)
+    assert table.at["lt-sft (main run)", "he"] == pytest.approx(0.70)
+    assert l1_rows(POS, "pos") == []  # no ablation rows: no table
+    page = render_report("t", [TaskReport("pos", rows)], Path("/nonexistent"))
+    assert "L1 towards θ0" in page and "λ = 0.0" in page

@@ -271,11 +271,15 @@ class MadxSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class AblationSettings:
-    """``ablation``: the sparsity sweep over the task diff's K."""
+    """``ablation``: the sparsity sweep over the task diff's K, and the L1 sweep over λ."""
 
     task: str = setting("The task swept (a key under tasks:).")
     k: tuple[int, ...] = setting("The task-diff K values swept (the main run adds K = sparsity.task_k).",
                                  minimum=1, nonempty=True)
+    l1: tuple[float, ...] = setting(
+        "L1 weights λ at which the task's target-language LT-SFT diffs are retrained and composed with the main "
+        "run's task diff (the main run adds λ = lang_sft.l1_lambda); [] for none. Required, if empty: dvc.yaml "
+        "iterates over it.", minimum=0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
