@@ -192,7 +192,7 @@ def test_every_preset_key_is_in_the_schema():
         ("sparsity.kk", 5, "sparsity.kk: unknown key (known: k, lang_k, task_k)"),
         ("madx.task.reduction_factr", 4, "madx.task.reduction_factr: unknown key (known: batch_size, "),
         ("model.warmupp", None, "model.warmupp: unknown key (known: name, num_layers, source, tiny, warmup)"),
-        ("tasks.pos.target", ["xx"], "tasks.pos.target: unknown key (known: datasets, overrides, source, targets)"),
+        ("tasks.pos.target", ["xx"], "tasks.pos.target: unknown key (known: benchmark, datasets, overrides, source, targets)"),
         ("languages.xx.nmae", "X", "languages.xx.nmae: unknown key (known: name, text)"),
         ("lang_sft.phase1.stepz", 3, "lang_sft.phase1.stepz: unknown key (known: epochs, eval_every, max_steps, min_steps, select_best, steps)"),
         ("published.lang_repos", "x", "published.lang_repos: unknown key (known: codes, head_labels, "),
@@ -329,3 +329,13 @@ def test_preset_command_refuses_a_broken_preset(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["preset", "typo"])
     assert result.exit_code == 2 and "madx.task.reduction_factr: unknown key" in result.output, result.output
     assert (tmp_path / "params.yaml").read_text() == "preset: before\n"
+
+
+def test_the_ner_benchmark_is_chosen_and_refused_elsewhere():
+    paper = tree("paper")
+    assert parse_params(paper).tasks["ner"].benchmark == "masakhaner1"
+    assert parse_params(tree("demo")).tasks["ner"].benchmark is None  # null: masakhaner2 (hub only)
+    assert error(with_value("tasks.ner.benchmark", "masakhaner3", paper)) == (
+        "tasks.ner.benchmark: must be one of masakhaner1, masakhaner2 (got 'masakhaner3')")
+    assert error(with_value("tasks.pos.benchmark", "masakhaner1")) == (
+        "tasks.pos.benchmark: only tasks.ner takes a benchmark (got 'masakhaner1')")

@@ -109,3 +109,88 @@ def test_offline_mode_is_refused_at_once(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(hub.HubError, match="HF_HUB_OFFLINE"):
         hub.check_reachable()
+
+
+# MasakhaNER 1.0 as its parquet branch holds it (the hub's converter keeps the loading script's
+# features): configs = language codes, splits train / validation / test, ner_tags ClassLabel ids.
+MASAKHANER1_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-DATE", "I-DATE"]
+MASAKHANER1_FEATURES = datasets.Features({
+    "id": datasets.Value("string"), "tokens": datasets.List(datasets.Value("string")),
+    "ner_tags": datasets.List(datasets.ClassLabel(names=MASAKHANER1_TAGS))})
+
+
+def masakhaner1_rows(*sentences: list[tuple[str, str]]) -> dict:
+    return {"id": [str(i) for i in range(len(sentences))], "tokens": [[w for w, _ in s] for s in sentences],
+            "ner_tags": [[MASAKHANER1_TAGS.index(t) for _, t in s] for s in sentences]}
+
+
+def test_benchmark_choices_match_the_hub_loaders():
+    from pipeline.core.config import DEFAULT_NER_BENCHMARK, NER_BENCHMARKS
+
+    assert NER_BENCHMARKS == tuple(hub.MASAKHANER) and DEFAULT_NER_BENCHMARK in NER_BENCHMARKS
+    assert hub.MASAKHANER["masakhaner1"].languages == (
+        "amh", "hau", "ibo", "kin", "lug", "luo", "pcm", "swa", "wol", "yor")
+
+
+def test_masakhaner1_split_maps_date_to_outside(tmp_path):
+    split = hub.masakhaner_split("hau", "dev", "masakhaner1")
+    assert (split.repo, split.data_dir, split.split, split.revision) == (
+        "masakhane/masakhaner", "hau", "validation", hub.PARQUET_BRANCH)
+    assert hub.masakhaner_split("hau", "test").repo == "masakhane/masakhaner2"  # the default: unchanged
+    rows = masakhaner1_rows(
+        [("Buhari", "B-PER"), ("ya", "O"), ("je", "O"), ("Kano", "B-LOC"), ("ranar", "B-DATE"), ("Litinin", "I-DATE")],
+        [("Hukumar", "B-ORG"), ("INEC", "I-ORG"), ("a", "O"), ("shekarar", "B-DATE"), ("2019", "I-DATE"),
+         ("Abuja", "B-LOC"), ("ta", "I-LOC")])
+    write_parquet(tmp_path, split, rows, MASAKHANER1_FEATURES)
+    dataset = hub.load_split(split, tmp_path)
+    assert list(dataset.features["ner_tags"].feature.names) == MASAKHANER1_TAGS  # the ids are read through these
+    sentences = hub.ner_sentences(dataset)
+    assert sentences[0].tags == ("B-PER", "O", "O", "B-LOC", "O", "O")
+    assert sentences[1].tags == ("B-ORG", "I-ORG", "O", "O", "O", "B-LOC", "I-LOC")
+
+
+def _ner_params(local_root, targets: list[str], benchmark: str | None = "masakhaner1"):
+    """The paper preset cut down to its NER task (no Wikipedia), reading parquet under local_root."""
+    import yaml
+
+    from pipeline.core.config import parse_params
+
+    tree = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" / "paper.yaml").read_text())
+    tree["data"]["local_root"] = str(local_root) if local_root else None
+    tree["languages"] = {lang: {"text": []} for lang in ["en", *targets]}
+    tree["tasks"] = {"ner": {"source": "en", "targets": targets, **({"benchmark": benchmark} if benchmark else {})}}
+    tree["ablation"]["task"] = "ner"
+    tree["published"].update(languages=[], tasks=[])
+    return parse_params(tree)
+
+
+def test_collect_reads_masakhaner1_targets_and_conll_source(tmp_path):
+    from pipeline.sources.collect import collect_hub
+
+    conll = datasets.Features({"tokens": datasets.List(datasets.Value("string")),
+                               "ner_tags": datasets.List(datasets.ClassLabel(names=["O", "B-MISC", "B-PER"]))})
+    for split in ("train", "dev"):
+        write_parquet(tmp_path, hub.conll2003_split(split), {"tokens": [["Obi", "is", "German"]],
+                                                              "ner_tags": [[2, 0, 1]]}, conll)
+    write_parquet(tmp_path, hub.masakhaner_split("yor", "test", "masakhaner1"),
+                  masakhaner1_rows([("Ọjọ́", "B-DATE"), ("Ẹtì", "I-DATE"), ("Ade", "B-PER")]), MASAKHANER1_FEATURES)
+    collected = collect_hub(_ner_params(tmp_path, ["yor"]))
+    assert collected.splits[("ner", "yor", "test")][0].tags == ("O", "O", "B-PER")
+    assert collected.splits[("ner", "en", "train")][0].tags == ("B-PER", "O", "O")
+    assert collected.provenance["splits"]["ner/yor/test"] == "masakhane/masakhaner@refs/convert/parquet:yor/test"
+
+
+def test_a_target_masakhaner1_lacks_is_refused_before_the_hub_is_asked(monkeypatch):
+    from pipeline.core.config import ConfigError
+    from pipeline.sources.collect import collect_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # were the hub asked first, this would be a HubError
+    with pytest.raises(ConfigError) as err:
+        collect_hub(_ner_params(None, ["yor", "bam"]))  # Bambara is in MasakhaNER 2.0 only
+    message = str(err.value)
+    assert message.startswith("tasks.ner.targets: MasakhaNER 1.0 (masakhane/masakhaner) has no language 'bam'")
+    assert "amh, hau" in message and "\n" not in message
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(hub.HubError):  # 2.0 (the default) does not list its languages here: the hub decides
+        collect_hub(_ner_params(None, ["yor", "bam"], benchmark=None))

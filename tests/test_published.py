@@ -132,3 +132,68 @@ def test_a_refusal_gives_the_unpicklers_whole_reason(tmp_path):
     message = str(info.value)
     assert "\n" not in message and "\x1b" not in message
     assert "WeightsUnpickler error: Unsupported global: GLOBAL datetime.date" in message
+
+
+# The reference's label names in ClassLabel id order (composable-sft@29f7872): its NER dataset
+# script (examples/token-classification/ner_dataset.py:108-116), the hub's UD script's `upos`
+# (with "_"), MultiNLI's `label`.
+REFERENCE_CLASSLABELS = {
+    "ner": ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"],
+    "pos": ["NOUN", "PUNCT", "ADP", "NUM", "SYM", "SCONJ", "ADJ", "PART", "DET", "CCONJ", "PROPN", "PRON", "X", "_",
+            "ADV", "INTJ", "VERB", "AUX"],
+    "nli": ["entailment", "neutral", "contradiction"],
+}
+
+
+def reference_head_order(task: str) -> list[str]:
+    """The rows of a head the reference built: token tasks sort the names and drop "_"
+    (run_token_classification.py:332-334); text classification keeps the ClassLabel ids
+    (run_text_classification.py:307-308)."""
+    names = REFERENCE_CLASSLABELS[task]
+    return list(names) if task == "nli" else [name for name in sorted(names) if name != "_"]
+
+
+@pytest.mark.parametrize(("task", "preset"), [("ner", "paper"), ("pos", "paper"), ("nli", "paper-nli")])
+def test_a_released_head_in_the_references_row_order_lands_on_our_labels(tmp_path, monkeypatch, task, preset):
+    import yaml
+
+    from pipeline.core.config import parse_params
+    from pipeline.tasks import get_task
+    from stages import import_published as stage
+    from stages import layout
+
+    tree = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" / f"{preset}.yaml").read_text())
+    tree["published"]["local_root"] = str(tmp_path / "released")
+    params = parse_params(tree)
+    reference, ours = reference_head_order(task), list(get_task(task).labels)
+    # Only NER's order differs (so only it needs published.head_labels); POS and NLI match as they are.
+    assert (reference != ours) == (task == "ner") and (task in params.published.head_labels) == (task == "ner")
+
+    hidden = 4  # not 3, 7 or 17: a square tensor must not look like a head to reorder
+    rows = torch.arange(1, len(reference) + 1, dtype=torch.float32)  # row r of the released head: value r + 1
+    prefix = "classifier.out_proj" if task == "nli" else "classifier"  # XLM-R's head vs BERT's
+    head = {f"{prefix}.weight": rows[:, None].repeat(1, hidden), f"{prefix}.bias": rows.clone()}
+    if task == "nli":
+        head["classifier.dense.weight"] = torch.arange(hidden * hidden, dtype=torch.float32).reshape(hidden, hidden)
+    path = tmp_path / "released" / params.published.task_repos[task] / "pytorch_diff.bin"
+    path.parent.mkdir(parents=True)
+    published_file(path, {"bert.embeddings.word_embeddings.weight": ((3, 2), [(1, 0)], [0.5])}, head)
+
+    monkeypatch.chdir(tmp_path)
+    stage.run(params, "task", task)
+    dense = SparseDiff.load(layout.COMPONENTS.component("lt-sft-published", "task", task)).dense
+    for i, label in enumerate(ours):
+        released_row = reference.index(label) + 1
+        assert dense[f"{prefix}.weight"][i].tolist() == [released_row] * hidden, label
+        assert dense[f"{prefix}.bias"][i].item() == released_row, label
+    if task == "nli":
+        assert torch.equal(dense["classifier.dense.weight"], head["classifier.dense.weight"])
+
+
+def test_a_head_order_without_a_head_is_refused():
+    from pipeline.sources.published import reorder_head
+
+    diff = SparseDiff({"w": (2, 2)}, {"w": "float32"}, {}, {}, {"classifier.weight": torch.zeros(5, 4)})
+    labels = reference_head_order("ner")
+    with pytest.raises(DiffError, match=r"no dense tensor with 7 rows .*classifier.weight \(5, 4\)"):
+        reorder_head(diff, labels, sorted(labels, reverse=True))

@@ -48,6 +48,10 @@ DEFAULT_PARAMS = Path("params.yaml")  # = stages.layout.PARAMS (this module may 
 TASK_NAMES = ("pos", "dp", "ner", "nli")
 # Sections a task may override for itself (tasks.<task>.overrides), e.g. a longer budget.
 OVERRIDABLE = ("task_sft", "eval")  # plus every method-owned section (``overridable()``)
+# MasakhaNER releases `tasks.ner.benchmark` may name (pipeline.sources.hub.MASAKHANER's keys;
+# tests/test_hub.py checks that they agree) and the one used when it is absent.
+NER_BENCHMARKS = ("masakhaner1", "masakhaner2")
+DEFAULT_NER_BENCHMARK = "masakhaner2"
 
 # Sections that methods own, declared by the methods themselves (``Method.config_sections``,
 # registered by pipeline/methods' ``register``): name -> (schema dataclass, help text). They
@@ -137,6 +141,11 @@ class TaskSpec:
     datasets: tuple[tuple[str, str], ...] = setting(
         "Per-language dataset names where the benchmark needs them (UD treebanks, e.g. {en: en_ewt}); "
         "other sources ignore it.", (), parse=_dataset_pairs)
+    benchmark: str | None = setting(
+        "ner only: the MasakhaNER release its targets are read from with data.source hub: masakhaner1 (the "
+        "reference's, 10 languages: amh, hau, ibo, kin, lug, luo, pcm, swa, wol, yor) or masakhaner2 "
+        "(re-annotated, not comparable with the paper); null: masakhaner2. Sources registry and local ignore it "
+        "(they read their own pinned or local files).", None, choices=NER_BENCHMARKS)
     overrides: dict[str, Any] | None = setting(
         "This task's own values of whole sections (task_sft, eval, and every method's own), deep-merged "
         "over the top-level ones, e.g. {task_sft: {phase1: {steps: 200}}}.", None, parse=_overrides,
@@ -571,6 +580,8 @@ def _check_references(params: Params) -> None:
     for name, spec in params.tasks.items():
         if name not in TASK_NAMES:
             raise ConfigError(f"tasks.{name}: unknown task (known: {', '.join(TASK_NAMES)})")
+        if spec.benchmark is not None and name != "ner":
+            raise ConfigError(f"tasks.{name}.benchmark: only tasks.ner takes a benchmark (got {spec.benchmark!r})")
         for i, lang in enumerate([spec.source, *spec.targets]):
             if lang not in params.languages:
                 key = f"tasks.{name}.source" if i == 0 else f"tasks.{name}.targets"

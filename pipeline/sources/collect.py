@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import ConfigError, LanguageSpec, Params, TaskSpec, UserError
+from pipeline.core.config import (
+    DEFAULT_NER_BENCHMARK,
+    ConfigError,
+    LanguageSpec,
+    Params,
+    TaskSpec,
+    UserError,
+)
 from pipeline.formats.nli import NliExample
 from pipeline.formats.text import read_lines
 from pipeline.sources import demo_sources as demo
@@ -182,8 +189,18 @@ def collect_registry(params: Params) -> Collected:
 
 # ----------------------------------------------------------------------------- hub
 # The paper preset's benchmarks. UD needs a treebank per language (tasks.<task>.datasets);
-# NER reads CoNLL-2003 for the source and MasakhaNER 2.0 for targets; NLI reads MultiNLI
-# for the source and AmericasNLI for targets.
+# NER reads CoNLL-2003 for the source and MasakhaNER (tasks.ner.benchmark: 1.0 or 2.0) for
+# targets; NLI reads MultiNLI for the source and AmericasNLI for targets.
+def _masakhaner_split(spec: TaskSpec, lang: str, split: str) -> hub.HubSplit:
+    name = spec.benchmark or DEFAULT_NER_BENCHMARK
+    benchmark, config = hub.MASAKHANER[name], spec.dataset(lang) or lang
+    if benchmark.languages is not None and config not in benchmark.languages:
+        key = "tasks.ner.datasets" if spec.dataset(lang) else "tasks.ner.targets"
+        raise ConfigError(f"{key}: {benchmark.title} ({benchmark.repo}) has no language {config!r} "
+                          f"(has: {', '.join(benchmark.languages)})")
+    return hub.masakhaner_split(config, split, name)
+
+
 def _hub_split(spec: TaskSpec, lang: str, split: str) -> hub.HubSplit:
     if spec.name in ("pos", "dp"):
         treebank = spec.dataset(lang)
@@ -191,7 +208,7 @@ def _hub_split(spec: TaskSpec, lang: str, split: str) -> hub.HubSplit:
             raise ConfigError(f"tasks.{spec.name}.datasets: no UD treebank named for language {lang!r}")
         return hub.ud_split(treebank, split)
     if spec.name == "ner":
-        return hub.conll2003_split(split) if lang == spec.source else hub.masakhaner_split(spec.dataset(lang) or lang, split)
+        return hub.conll2003_split(split) if lang == spec.source else _masakhaner_split(spec, lang, split)
     if spec.name == "nli":
         return hub.multi_nli_split(split) if lang == spec.source else hub.americas_nli_split(spec.dataset(lang) or lang, split)
     raise ConfigError(f"tasks.{spec.name}: no hub source for this task")
@@ -225,14 +242,15 @@ def collect_hub(params: Params) -> Collected:
         raise ConfigError(f"data.local_root: {local_root} is not a directory")
     text_sources = {lang: [_text_source(lang, s, params.tasks) for s in settings.text or ()]
                     for lang, settings in params.languages.items()}
-    if local_root is None:
-        hub.check_reachable()
     wanted = set(needed_splits(params))
     wanted |= {(rest.split(":")[0], lang, rest.split(":")[1])
                for lang, sources in text_sources.items() for kind, rest in sources if kind == "task"}
+    # Every split named before the hub is asked: a bad target fails in a second, offline too.
+    splits = {key: _hub_split(params.tasks[key[0]], key[1], key[2]) for key in sorted(wanted)}
+    if local_root is None:
+        hub.check_reachable()
     collected = Collected()
-    for task_name, lang, split in sorted(wanted):
-        where = _hub_split(params.tasks[task_name], lang, split)
+    for (task_name, lang, split), where in splits.items():
         examples = _hub_examples(task_name, hub.load_split(where, local_root))
         collected.splits[(task_name, lang, split)] = examples
         collected.provenance.setdefault("splits", {})[f"{task_name}/{lang}/{split}"] = where.describe()

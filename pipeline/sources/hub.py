@@ -1,4 +1,4 @@
-"""Hugging Face hub sources for the `paper` preset: UD, MasakhaNER 2.0, CoNLL-2003,
+"""Hugging Face hub sources for the `paper` preset: UD, MasakhaNER 1.0 / 2.0, CoNLL-2003,
 AmericasNLI, MultiNLI and Wikipedia, read with datasets 5.x (which cannot run loading
 scripts, hence the parquet branches below; see the design notes' HUB.md).
 
@@ -60,8 +60,31 @@ def ud_split(treebank: str, split: str) -> HubSplit:
                     data_dir=treebank, revision=PARQUET_BRANCH)
 
 
-def masakhaner_split(lang: str, split: str) -> HubSplit:
-    return HubSplit("masakhane/masakhaner2", "validation" if split == "dev" else split, data_dir=lang,
+@dataclass(frozen=True)
+class NerBenchmark:
+    """A MasakhaNER release on the hub: its repo and (where known) its languages = configs."""
+
+    title: str
+    repo: str
+    languages: tuple[str, ...] | None  # None: not checked here (the hub names a missing config)
+
+
+# 1.0 is the reference's data (its examples/token-classification/ner_dataset.py reads the same
+# files from github masakhane-io/masakhane-ner, data/<lang>/); 2.0 re-annotated the overlapping
+# languages, so its scores do not compare with the paper's. Both repos still hold a loading
+# script on main (datasets >= 4 refuses it): read their parquet branches, one config per
+# language, splits train / validation / test, `ner_tags` a ClassLabel sequence (1.0: O, B-PER,
+# I-PER, B-ORG, I-ORG, B-LOC, I-LOC, B-DATE, I-DATE; ner_sentences maps through the names).
+MASAKHANER: dict[str, NerBenchmark] = {
+    "masakhaner1": NerBenchmark("MasakhaNER 1.0", "masakhane/masakhaner",
+                                ("amh", "hau", "ibo", "kin", "lug", "luo", "pcm", "swa", "wol", "yor")),
+    "masakhaner2": NerBenchmark("MasakhaNER 2.0", "masakhane/masakhaner2", None),
+}
+
+
+def masakhaner_split(lang: str, split: str, benchmark: str = "masakhaner2") -> HubSplit:
+    """A MasakhaNER split; ``lang`` is the config name (a language code such as ``hau``)."""
+    return HubSplit(MASAKHANER[benchmark].repo, "validation" if split == "dev" else split, data_dir=lang,
                     revision=PARQUET_BRANCH)
 
 

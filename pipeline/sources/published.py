@@ -125,12 +125,16 @@ def reorder_head(diff: SparseDiff, published_labels: list[str], our_labels: list
     """Permute a released classifier head's rows from its label order into ours, in place.
 
     Every dense tensor whose first dimension is the number of labels is permuted (the
-    classifier's weight and bias); a label set that differs from ours is refused.
+    classifier's weight and bias); a label set that differs from ours is refused, and so is
+    a diff with no such tensor (an order given for a head that is not there would be ignored).
     """
     if sorted(published_labels) != sorted(our_labels):
         missing = sorted(set(our_labels) ^ set(published_labels))
         raise DiffError(f"released head labels differ from ours ({', '.join(missing)})")
     order = torch.tensor([published_labels.index(label) for label in our_labels])
-    for name, tensor in diff.dense.items():
-        if tensor.shape and tensor.shape[0] == len(our_labels):
-            diff.dense[name] = tensor[order].clone()
+    rows = [name for name, tensor in diff.dense.items() if tensor.shape and tensor.shape[0] == len(our_labels)]
+    if not rows:
+        shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in sorted(diff.dense.items())) or "none"
+        raise DiffError(f"no dense tensor with {len(our_labels)} rows (one per label) to reorder (dense: {shapes})")
+    for name in rows:
+        diff.dense[name] = diff.dense[name][order].clone()
