@@ -263,6 +263,13 @@ def render_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, capt
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
+def _render_skipped(skipped: Mapping[str, Mapping[str, str]]) -> str:
+    """One line per method that was not evaluated on some targets (its averages show –)."""
+    lines = [f"{_esc(method)}: not evaluated on {_esc(lang)} — {_esc(reason)}"
+             for method, langs in sorted(skipped.items()) for lang, reason in sorted(langs.items())]
+    return "".join(f"<p class='tablenote'>{line}</p>" for line in lines)
+
+
 def l1_rows(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
     """The L1 ablation as rows render_table reads: each λ as a "method", beside the main
     run's composed LT-SFT (whose λ is lang_sft.l1_lambda)."""
@@ -324,6 +331,7 @@ class TaskReport:
     provenance: dict[str, str] = field(default_factory=dict)
     references: list[dict] = field(default_factory=list)
     overlap: dict | None = None
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> {target: why not evaluated}
 
 
 def _render_task(report: TaskReport, plots_dir: Path) -> str:
@@ -344,6 +352,7 @@ def _render_task(report: TaskReport, plots_dir: Path) -> str:
         parts.append(f"<h3>{_esc(label[:1].upper() + label[1:])}</h3>")
         parts.append(render_table(rows, task, metric, caption))
         parts.append(_render_comparison(reference_comparison(rows, report.references, task, metric), task, metric))
+    parts.append(_render_skipped(report.skipped))
     headline = plots.headline_metric(task, rows)
     label = metric_label(headline) if headline else "score"
     parts.append(_render_l1(rows, task, headline))

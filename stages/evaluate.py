@@ -1,5 +1,6 @@
 """Stage `evaluate*@<task>`: compose a method's components onto θ0 and score zero-shot on
-every target language of the task.
+every target language of the task (an imported method skips the targets it has no released
+module for; the results file lists them under "skipped" and the report says so).
 
 One results file per method (results/<task>/<method>.json) holding every variant the
 method reports (e.g. `lt-sft` = θ0 + φ_task + φ_lang(target) and `lt-sft-task-only` =
@@ -26,13 +27,17 @@ def run(params, task_name: str, method: str = "lt-sft") -> list[dict]:
     spec = params.task(task_name)
     params = params.for_task(task_name)
     task = get_task(task_name)
-    tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in spec.targets}
-    composer = chosen.composer(params, layout.COMPONENTS, task_name, list(spec.targets))
+    skipped = chosen.skipped_targets(params, spec.targets)
+    for lang, reason in skipped.items():
+        print(f"{task_name} {method}: {lang} skipped: {reason}")
+    targets = [lang for lang in spec.targets if lang not in skipped]
+    tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in targets}
+    composer = chosen.composer(params, layout.COMPONENTS, task_name, targets)
     with_language = any(variant.with_language for variant in chosen.variants)
     require_files(layout.BASE_MODEL, *tests.values(), *composer.inputs(with_language))
     started = time.monotonic()
     rows = score(params, task, task_name, layout.BASE_MODEL, tests, composer, chosen.variants)
     out = layout.results_file(task_name, method)
-    write_json(out, {"rows": rows})
+    write_json(out, {"rows": rows} | ({"skipped": {method: skipped}} if skipped else {}))
     write_run_logs({str(out): run_facts(params, time.monotonic() - started, components=[str(p) for p in composer.used])})
     return rows

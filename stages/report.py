@@ -19,6 +19,12 @@ PLOTS = layout.REPORTS / "plots"  # PNGs: what `dvc plots show` renders
 PLOT_DATA = layout.REPORTS / "plot-data"  # the numbers behind each plot, as CSV
 
 
+def read_skipped(path: Path) -> dict[str, dict[str, str]]:
+    """Targets a results file's method was not evaluated on: {method: {lang: reason}}."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data.get("skipped", {}) if isinstance(data, dict) else {}
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of one results file (older files were a bare list of rows)."""
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -40,12 +46,14 @@ def run(params: Params) -> None:
     rows_by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     components: dict[str, dict[str, float]] = defaultdict(dict)
     evaluation: dict[str, float] = defaultdict(float)
+    skipped: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
     logs = []
     files = sorted(p for p in layout.RESULTS.glob("*/**/*.json") if p != layout.overlap_file(p.parent.name))
     for path in files:
         for row in read_rows(path):
             rows_by_task[row["task"]].append(row)
         task = path.relative_to(layout.RESULTS).parts[0]
+        skipped[task].update(read_skipped(path))
         log = read_log(path)
         evaluation[task] += float(log.get("wall_seconds") or 0)
         for component in log.get("components", []):
@@ -83,7 +91,8 @@ def run(params: Params) -> None:
         overlap_path = layout.overlap_file(task)
         overlap = json.loads(overlap_path.read_text(encoding="utf-8")) if overlap_path.is_file() else None
         reports.append(TaskReport(task=task, rows=rows_by_task[task], provenance=provenance,
-                                  references=[r for r in references if r["task"] == task], overlap=overlap))
+                                  references=[r for r in references if r["task"] == task], overlap=overlap,
+                                  skipped=skipped[task]))
 
     all_rows = [row for rows in rows_by_task.values() for row in rows]
     with atomic_dir(PLOTS) as plots, atomic_dir(PLOT_DATA) as plot_data:

@@ -197,3 +197,47 @@ def test_a_head_order_without_a_head_is_refused():
     labels = reference_head_order("ner")
     with pytest.raises(DiffError, match=r"no dense tensor with 7 rows .*classifier.weight \(5, 4\)"):
         reorder_head(diff, labels, sorted(labels, reverse=True))
+
+
+def test_targets_without_a_released_module_are_skipped_and_reported(tmp_path, monkeypatch):
+    """published.unreleased (sme in the paper preset): never imported, skipped by the published
+    method's evaluation with the reason in the results file, refused where it contradicts."""
+    import json
+
+    import yaml
+
+    from pipeline.core.config import ConfigError, parse_params
+    from pipeline.methods import METHODS
+    from pipeline.report import TaskReport, render_report
+    from stages import evaluate, layout
+
+    tree = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" / "paper.yaml").read_text())
+    params = parse_params(tree)
+    assert params.published.unreleased == ("sme",) and "sme" not in params.published.languages
+    assert "sme" in params.tasks["pos"].targets
+    assert METHODS["lt-sft-published"].skipped_targets(params, ["mt", "sme"]) == {
+        "sme": "no released language diff (published.unreleased)"}
+    assert METHODS["lt-sft"].skipped_targets(params, ["mt", "sme"]) == {}
+
+    scored = {}
+
+    def fake_score(params, task, task_name, base, tests, composer, variants, extra=None):
+        scored.update(tests)
+        return [{"task": task_name, "method": "lt-sft-published", "lang": lang, "metric": "accuracy", "value": 0.5}
+                for lang in tests]
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(evaluate, "score", fake_score)
+    monkeypatch.setattr(evaluate, "require_files", lambda *paths: None)
+    evaluate.run(params, "pos", "lt-sft-published")
+    assert "sme" not in scored and set(scored) == set(params.tasks["pos"].targets) - {"sme"}
+    written = json.loads(layout.results_file("pos", "lt-sft-published").read_text())
+    assert written["skipped"] == {"lt-sft-published": {"sme": "no released language diff (published.unreleased)"}}
+    page = render_report("t", [TaskReport("pos", written["rows"], skipped=written["skipped"])], tmp_path)
+    assert "lt-sft-published: not evaluated on sme — no released language diff" in page
+
+    for unreleased, message in (([["xx"]], "published.unreleased: unknown language 'xx'"),
+                                ([["en"]], "published.unreleased: 'en' is also in published.languages")):
+        bad = dict(tree, published=dict(tree["published"], unreleased=unreleased[0]))
+        with pytest.raises(ConfigError, match=message):
+            parse_params(bad)

@@ -305,6 +305,9 @@ class PublishedSettings:
     head_labels: dict[str, tuple[str, ...]] = setting("Task -> the released head's label order, where it differs "
                                                       "from ours.", default_factory=dict)
     local_root: str | None = setting("A directory of <repo>/pytorch_diff.bin copies read instead of the hub.", None)
+    unreleased: tuple[str, ...] = setting(
+        "Task targets with no released language module (e.g. sme, aym: not in the authors' model list): never "
+        "imported; the published methods skip them in evaluation, and the report says so.", ())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -591,6 +594,11 @@ def _check_references(params: Params) -> None:
     for lang in params.published.languages:
         if lang not in params.languages:
             raise ConfigError(f"published.languages: unknown language {lang!r} (not under languages:)")
+    for lang in params.published.unreleased:
+        if lang not in params.languages:
+            raise ConfigError(f"published.unreleased: unknown language {lang!r} (not under languages:)")
+        if lang in params.published.languages:
+            raise ConfigError(f"published.unreleased: {lang!r} is also in published.languages (imported or not?)")
     for task in params.published.tasks:
         if task not in params.tasks:
             raise ConfigError(f"published.tasks: unknown task {task!r} (not under tasks:)")

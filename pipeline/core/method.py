@@ -168,6 +168,11 @@ class Method:
             return []
         return [ctx_paths.component(self.name, "lang", source)]
 
+    def skipped_targets(self, params: Any, targets: Sequence[str]) -> dict[str, str]:
+        """Targets this method cannot be evaluated on, each with the reason the report shows
+        (imported methods: no released module for the language); {} for trained methods."""
+        return {}
+
     def composer(self, params: Any, paths: ComponentPaths, task: str, targets: Sequence[str]) -> Composer:
         from pipeline.core.composition import DiffComposer
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pipeline.core.errors import ConfigError
@@ -81,6 +82,10 @@ class Published(Method):
     language_from = "lt-sft-published"
     imported = True
     variants = (Variant("lt-sft-published", True),)
+
+    def skipped_targets(self, params: Any, targets: Sequence[str]) -> dict[str, str]:
+        return {lang: "no released language diff (published.unreleased)"
+                for lang in targets if lang in params.published.unreleased}
 
 
 @register
