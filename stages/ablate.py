@@ -19,7 +19,7 @@ from pipeline.core.evaluation import score
 from pipeline.methods import METHODS
 from pipeline.core.models import load_tokenizer
 from pipeline.core.runs import run_facts
-from pipeline.tasks import get_task
+from pipeline.tasks import task_for
 from stages import layout
 from stages.common import require_files, write_run_logs
 
@@ -31,7 +31,7 @@ def run(params, task_name: str, k: int) -> None:
     swept = [name for name, method in METHODS.items() if method.swept]
     spec = params.task(task_name)
     params = params.for_task(task_name)
-    task = get_task(task_name)
+    task = task_for(spec)
     paths = layout.COMPONENTS
     train_path = layout.task_split(task_name, spec.source, "train", task.data_format)
     tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in spec.targets}

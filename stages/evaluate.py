@@ -16,7 +16,7 @@ from pipeline.core.atomic import write_json
 from pipeline.core.evaluation import score
 from pipeline.methods import METHODS
 from pipeline.core.runs import run_facts
-from pipeline.tasks import get_task
+from pipeline.tasks import task_for
 from stages import layout
 from stages.common import get_method, require_files, write_run_logs
 
@@ -25,7 +25,7 @@ def run(params, task_name: str, method: str = "lt-sft") -> list[dict]:
     chosen = get_method(method, list(METHODS), "evaluation")
     spec = params.task(task_name)
     params = params.for_task(task_name)
-    task = get_task(task_name)
+    task = task_for(spec)
     tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in spec.targets}
     composer = chosen.composer(params, layout.COMPONENTS, task_name, list(spec.targets))
     with_language = any(variant.with_language for variant in chosen.variants)
