@@ -32,7 +32,7 @@ from pipeline.core.evaluation import score
 from pipeline.methods import METHODS
 from pipeline.core.models import load_tokenizer
 from pipeline.core.runs import DevScorer, run_facts
-from pipeline.tasks import get_task
+from pipeline.tasks import task_for
 from stages import layout
 from stages.common import require_files, write_run_logs
 
@@ -44,7 +44,7 @@ def run(params, task_name: str, k: int) -> None:
     swept = [name for name, method in METHODS.items() if method.swept]
     spec = params.task(task_name)
     params = params.for_task(task_name)
-    task = get_task(task_name)
+    task = task_for(spec)
     paths = layout.COMPONENTS
     train_path = layout.task_split(task_name, spec.source, "train", task.data_format)
     dev_path = layout.task_split(task_name, spec.source, "dev", task.data_format)
@@ -90,7 +90,7 @@ def run_l1(params, task_name: str, l1: float) -> None:
 
     spec = params.task(task_name)
     task_params = params.for_task(task_name)
-    task = get_task(task_name)
+    task = task_for(spec)
     task_path = layout.COMPONENTS.component("lt-sft", "task", task_name)
     tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in spec.targets}
     require_files(layout.BASE_MODEL, task_path, *tests.values(),

@@ -55,7 +55,7 @@ STATIC_TAIL = """\
       cmd: ltsft ablate ${ablation.task} --k ${item}
       deps: [models/base, "data/${ablation.task}", "diffs/lt-sft/task-phase1/${ablation.task}", diffs/lt-sft/lang,
              diffs/rand-sft/lang, stages/ablate.py, ENGINE, pipeline/methods/lt_sft]
-      params: [seed, task_sft, eval, ablation.task]
+      params: [seed, task_sft, eval, ablation.task, "tasks.${ablation.task}"]
       outs: ["results/${ablation.task}/sparsity/k${item}.json"]
   ablate_l1:
     foreach: ${ablation.l1}

@@ -17,7 +17,7 @@ from pipeline.core.atomic import write_json
 from pipeline.core.evaluation import score
 from pipeline.methods import METHODS
 from pipeline.core.runs import run_facts
-from pipeline.tasks import get_task
+from pipeline.tasks import task_for
 from stages import layout
 from stages.common import get_method, require_files, write_run_logs
 
@@ -26,7 +26,7 @@ def run(params, task_name: str, method: str = "lt-sft") -> list[dict]:
     chosen = get_method(method, list(METHODS), "evaluation")
     spec = params.task(task_name)
     params = params.for_task(task_name)
-    task = get_task(task_name)
+    task = task_for(spec)
     skipped = chosen.skipped_targets(params, spec.targets)
     for lang, reason in skipped.items():
         print(f"{task_name} {method}: {lang} skipped: {reason}")

@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 
 from pipeline.sources.published import FILE, load_published, reorder_head, to_sparse_diff
-from pipeline.tasks import get_task
+from pipeline.tasks import task_for
 from stages import layout
 from pipeline.core.config import ConfigError, Params, UserError
 
@@ -60,7 +60,7 @@ def run(params: Params, kind: str, name: str) -> None:
     diff = to_sparse_diff(load_published(path), str(path), base_model=params.model.name)
     labels = params.published.head_labels.get(name)
     if kind == "task" and labels:
-        reorder_head(diff, list(labels), list(get_task(name).labels))
+        reorder_head(diff, list(labels), list(task_for(params.task(name)).labels))  # e.g. dp: by its head
     diff.provenance.update({"repo": repo, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                             "kind": kind, "trainable_parameters": diff.nnz + sum(t.numel() for t in diff.dense.values())})
     diff.save(out)

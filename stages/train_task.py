@@ -8,7 +8,7 @@ from __future__ import annotations
 from pipeline.methods import task_methods
 from pipeline.core.method import TrainContext
 from pipeline.core.models import load_tokenizer
-from pipeline.tasks import get_task
+from pipeline.tasks import task_for
 from stages import layout
 from stages.common import get_method, require_files, write_run_logs
 
@@ -17,7 +17,7 @@ def run(params, task_name: str, method: str = "lt-sft") -> None:
     chosen = get_method(method, task_methods(), "a task")
     spec = params.task(task_name)
     params = params.for_task(task_name)
-    task = get_task(task_name)
+    task = task_for(spec)
     train_path = layout.task_split(task_name, spec.source, "train", task.data_format)
     dev_path = layout.task_split(task_name, spec.source, "dev", task.data_format)
     require_files(layout.BASE_MODEL, train_path, dev_path, *chosen.task_inputs(layout.COMPONENTS, task_name, spec.source))

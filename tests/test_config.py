@@ -192,7 +192,7 @@ def test_every_preset_key_is_in_the_schema():
         ("sparsity.kk", 5, "sparsity.kk: unknown key (known: k, lang_k, task_k)"),
         ("madx.task.reduction_factr", 4, "madx.task.reduction_factr: unknown key (known: batch_size, "),
         ("model.warmupp", None, "model.warmupp: unknown key (known: name, num_layers, source, tiny, warmup)"),
-        ("tasks.pos.target", ["xx"], "tasks.pos.target: unknown key (known: benchmark, datasets, overrides, source, targets)"),
+        ("tasks.pos.target", ["xx"], "tasks.pos.target: unknown key (known: benchmark, datasets, decoding, head, overrides, source, targets)"),
         ("languages.xx.nmae", "X", "languages.xx.nmae: unknown key (known: name, text)"),
         ("lang_sft.phase1.stepz", 3, "lang_sft.phase1.stepz: unknown key (known: epochs, eval_every, max_steps, min_steps, select_best, steps)"),
         ("published.lang_repos", "x", "published.lang_repos: unknown key (known: codes, head_labels, "),

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pipeline.methods.lt_sft.lottery import LotteryConfig
 
 __all__ = [
-    "OVERRIDABLE", "TASK_NAMES", "AblationSettings", "AdapterSpec", "ConfigError", "DataSettings", "DenseSpec",
+    "OVERRIDABLE", "TASK_NAMES", "TASK_ONLY", "AblationSettings", "AdapterSpec", "ConfigError", "DataSettings", "DenseSpec",
     "EvalSettings", "LanguageSpec", "LtsftError", "MadxSettings", "ModelSettings", "Params", "PhaseBudget",
     "PublishedSettings", "RunSpec", "SparsitySettings", "TaskSpec", "TrainSpec", "UserError",
     "load_params", "merge_overrides", "overridable", "parse_params", "register_section", "schema_sections",
@@ -46,6 +46,9 @@ DEFAULT_PARAMS = Path("params.yaml")  # = stages.layout.PARAMS (this module may 
 # Tasks that produce task diffs: the names of pipeline.tasks.DOWNSTREAM_TASKS, spelled out
 # here because pipeline.tasks imports torch (tests/test_config.py checks that they agree).
 TASK_NAMES = ("pos", "dp", "ner", "nli")
+# TaskSpec fields that only one task takes -> that task (the task's ``options``; a test checks
+# that they agree): set under any other task, they are refused.
+TASK_ONLY = {"head": "dp", "decoding": "dp"}
 # Sections a task may override for itself (tasks.<task>.overrides), e.g. a longer budget.
 OVERRIDABLE = ("task_sft", "eval")  # plus every method-owned section (``overridable()``)
 # MasakhaNER releases `tasks.ner.benchmark` may name (pipeline.sources.hub.MASAKHANER's keys;
@@ -150,6 +153,15 @@ class TaskSpec:
         "This task's own values of whole sections (task_sft, eval, and every method's own), deep-merged "
         "over the top-level ones, e.g. {task_sft: {phase1: {steps: 200}}}.", None, parse=_overrides,
         compare=False, repr=False)
+    head: str | None = setting(
+        "dp only: the parser head. mlp-biaffine: MLPs then biaffine scorers over each word's first sub-word, "
+        "[CLS] as the root; reference: the reference implementation's, biaffine scorers directly on the "
+        "encoder's states, each word the mean of its sub-words, the pooler output as the root (null: "
+        "mlp-biaffine).", None, choices=("mlp-biaffine", "reference"))
+    decoding: str | None = setting(
+        "dp only: how evaluation picks heads. mst: the best tree with one word attached to the root "
+        "(Chu-Liu/Edmonds); greedy: each word's best head, no tree constraint, as the reference (null: mst).",
+        None, choices=("mst", "greedy"))
 
     def dataset(self, lang: str) -> str | None:
         return dict(self.datasets).get(lang)
@@ -589,6 +601,9 @@ def _check_references(params: Params) -> None:
             if lang not in params.languages:
                 key = f"tasks.{name}.source" if i == 0 else f"tasks.{name}.targets"
                 raise ConfigError(f"{key}: unknown language {lang!r} (not under languages:)")
+        for option, owner in TASK_ONLY.items():
+            if getattr(spec, option) is not None and name != owner:
+                raise ConfigError(f"tasks.{name}.{option}: only tasks.{owner} takes this setting")
     if params.ablation.task not in params.tasks:
         raise ConfigError(f"ablation.task: unknown task {params.ablation.task!r} (not under tasks:)")
     for lang in params.published.languages:
@@ -602,6 +617,9 @@ def _check_references(params: Params) -> None:
     for task in params.published.tasks:
         if task not in params.tasks:
             raise ConfigError(f"published.tasks: unknown task {task!r} (not under tasks:)")
+    if "dp" in params.published.tasks and params.tasks["dp"].head != "reference":
+        raise ConfigError("published.tasks: the released dp diff carries the reference's parser head; "
+                          "set tasks.dp.head: reference")
 
 
 def parse_params(tree: Any) -> Params:

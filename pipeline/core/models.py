@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -75,6 +75,29 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out_d
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerFast:
     return AutoTokenizer.from_pretrained(str(name_or_path))
+
+
+def load_encoder_with_pooler(name_or_path: str | Path) -> PreTrainedModel:
+    """The bare encoder of a checkpoint with its pretrained pooler, or with none (``pooler``
+    None) where the checkpoint has no pooler weights: never a randomly initialised one."""
+    encoder, info = AutoModel.from_pretrained(str(name_or_path), output_loading_info=True)
+    if getattr(encoder, "pooler", None) is not None and any(
+            key.split(".")[0] == "pooler" for key in info["missing_keys"]):
+        encoder.pooler = None
+    return encoder
+
+
+def keep_pretrained_pooler(model: PreTrainedModel, name_or_path: str | Path) -> bool:
+    """Give a masked LM (whose encoder is built without a pooler) the checkpoint's pretrained
+    pooler, so that saving it keeps ``<prefix>.pooler.*`` in θ0: the reference parser head's
+    root is the pooler output, and the released task diffs change it (mBERT's encoder body
+    includes it). Loading the saved model as a masked LM ignores these weights again.
+    Returns whether the checkpoint had a pooler."""
+    pooler = getattr(load_encoder_with_pooler(name_or_path), "pooler", None)
+    if pooler is None:
+        return False
+    model.base_model.pooler = pooler
+    return True
 
 
 def untie_output_embeddings(model: PreTrainedModel) -> None:

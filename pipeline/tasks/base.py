@@ -28,6 +28,9 @@ class Task(ABC):
     report_metrics: ClassVar[tuple[str, ...]] = ()
     higher_is_better: ClassVar[bool] = True
     data_format: ClassVar[str]  # file suffix of a split: "conllu", "txt", ...
+    # The settings of ``tasks.<name>`` in params that this task takes (TaskSpec fields, e.g.
+    # dp's ``head``), each a keyword of its constructor: see ``pipeline.tasks.task_for``.
+    options: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def read(self, path: str | Path) -> list[Any]:
