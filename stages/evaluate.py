@@ -26,8 +26,11 @@ def run(params, task_name: str, method: str = "lt-sft") -> list[dict]:
     spec = params.task(task_name)
     params = params.for_task(task_name)
     task = get_task(task_name)
-    tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in spec.targets}
-    composer = chosen.composer(params, layout.COMPONENTS, task_name, list(spec.targets))
+    targets = chosen.evaluated_targets(params, spec.targets)
+    if len(targets) < len(spec.targets):  # released components cover only some targets
+        print(f"{method}: no component for {', '.join(t for t in spec.targets if t not in targets)}: not scored")
+    tests = {lang: layout.task_split(task_name, lang, "test", task.data_format) for lang in targets}
+    composer = chosen.composer(params, layout.COMPONENTS, task_name, targets)
     with_language = any(variant.with_language for variant in chosen.variants)
     require_files(layout.BASE_MODEL, *tests.values(), *composer.inputs(with_language))
     started = time.monotonic()

@@ -80,6 +80,7 @@ class Published(Method):
     sections = ("published",)
     language_from = "lt-sft-published"
     imported = True
+    stage_tasks = "published.tasks"
     variants = (Variant("lt-sft-published", True),)
 
 
