@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 diff_app = typer.Typer(help="Inspect sparse diff directories.", no_args_is_help=True)
 app.add_typer(diff_app, name="diff")
+adapter_app = typer.Typer(help="Released MAD-X adapters (the `adapters` library's files).", no_args_is_help=True)
+app.add_typer(adapter_app, name="adapter")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Parameter file to read.")]
 
@@ -237,17 +239,43 @@ def diff_import(
     typer.echo(f"{out}: {diff.nnz:,} entries in {len(diff.indices)} tensors, dense {sorted(diff.dense)}")
 
 
+@adapter_app.command("import")
+@one_line_errors
+def adapter_import(
+    path: Annotated[Path, typer.Argument(help="A directory as the `adapters` library saves an adapter: "
+                                              "adapter_config.json + pytorch_adapter.bin or adapter.safetensors.")],
+    out: Annotated[Path, typer.Argument(help="Directory to write our adapter to (adapter.json + "
+                                             "madx_adapter.safetensors).")],
+    reduction_factor: Annotated[int, typer.Option(help="The reduction factor the adapter must have.")] = 2,
+    base_model: Annotated[str, typer.Option(help="Refuse an adapter whose config names another model_name, "
+                                                 "e.g. bert-base-multilingual-cased.")] = "",
+) -> None:
+    """Convert a released MAD-X language adapter (AdapterHub) into our format, weights only.
+
+    The config must be MAD-X's (Pfeiffer bottleneck after the FFN, NICE invertible adapter,
+    the given reduction factor); every tensor must map onto ours, with none missing or extra.
+    A .bin is read with torch's weights-only unpickler and no extra globals.
+    """
+    from pipeline.sources.adapterhub import import_adapter
+
+    meta = import_adapter(path, out, reduction_factor, base_model or None)
+    typer.echo(f"{out}: {meta['trainable_parameters']:,} parameters, {meta['num_layers']} layers, hidden "
+               f"{meta['hidden_size']}, rf {meta['reduction_factor']}, {meta['non_linearity']}")
+
+
 @app.command("import-published")
 @one_line_errors
 def import_published(
-    kind: Annotated[str, typer.Argument(help="lang or task.")],
+    kind: Annotated[str, typer.Argument(help="lang, task or adapter.")],
     name: Annotated[str, typer.Argument(help="A language code under `languages:` or a task under `tasks:`.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Fetch and convert the authors' released diff for NAME (the lt-sft-published method).
+    """Fetch and convert the authors' released diff for NAME (the lt-sft-published method),
+    or with `adapter` a released MAD-X language adapter for NAME (the madx-published method).
 
-    Reads the repo named by published.lang_repo / published.task_repos in params, from the
-    hub or from published.local_root; writes diffs/lt-sft-published/{lang,task}/NAME.
+    Reads the repo named by published.lang_repo / published.task_repos / published.adapter_repo
+    in params, from the hub or from published.local_root; writes diffs/lt-sft-published/{lang,task}/NAME
+    or adapters/madx-published/lang/NAME.
     """
     from stages import import_published as stage
 

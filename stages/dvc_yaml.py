@@ -88,6 +88,14 @@ STATIC_TAIL = """\
       deps: [stages/import_published.py, pipeline/sources/published.py, pipeline/formats]
       params: [published]
       outs: ["diffs/lt-sft-published/task/${item}"]
+  import_published_adapter:
+    foreach: ${published.adapter_languages}
+    do:
+      cmd: ltsft import-published adapter ${item}
+      deps: [stages/import_published.py, pipeline/sources/adapterhub.py, pipeline/sources/published.py, pipeline/formats,
+             pipeline/methods/madx]
+      params: [published, model, madx.language.reduction_factor]
+      outs: ["adapters/madx-published/lang/${item}"]
 
   report:
     cmd: ltsft report
@@ -142,14 +150,23 @@ def language_block(method: Method) -> str:
         [_path(m, "lang", "${key}") for m in [method.name, *others]])
 
 
+def _over(method: Method) -> tuple[str, str]:
+    """The params list a method's task stages iterate (``tasks``, a mapping with each task's
+    source, or a list of names such as ``published.adapter_tasks``) and how a task is named."""
+    return method.stage_tasks, "${key}" if method.stage_tasks == "tasks" else "${item}"
+
+
 def task_block(method: Method) -> str:
-    source = [_path(method.name, "lang", "${item.source}")] if method.has_language else []
+    over, key = _over(method)
+    # Over a list of names the source language is not at hand: depend on its whole data and store.
+    data, source = ((f"data/{key}/${{item.source}}", _path(method.name, "lang", "${item.source}"))
+                    if over == "tasks" else (f"data/{key}", _path(method.name, "lang", "x").removesuffix("/x")))
     return _block(
-        f"train_task_{_ident(method.name)}", "tasks", f"ltsft train-task ${{key}} --method {method.name}",
-        ["models/base", "data/${key}/${item.source}", *source, "stages/train_task.py", "stages/common.py", *ENGINE,
-         *_code(method)],
-        ["seed", *method.sections, "eval", "tasks.${key}"],
-        [_path(method.name, kind, "${key}") for kind in ("task", *method.task_extras)])
+        f"train_task_{_ident(method.name)}", over, f"ltsft train-task {key} --method {method.name}",
+        ["models/base", data, *([source] if method.has_language else []), "stages/train_task.py", "stages/common.py",
+         *ENGINE, *_code(method)],
+        ["seed", *method.sections, "eval", f"tasks.{key}"],
+        [_path(method.name, kind, key) for kind in ("task", *method.task_extras)])
 
 
 def evaluate_blocks() -> list[str]:
@@ -159,7 +176,7 @@ def evaluate_blocks() -> list[str]:
     groups: dict[tuple, list[Method]] = {}
     for method in METHODS.values():
         signature = (method.code, method.evaluation_sections, method.has_language, method.stores_adapters,
-                     method.imported)
+                     method.stage_tasks)
         groups.setdefault(signature, []).append(method)
     return [_evaluate_group(methods) for methods in groups.values()]
 
@@ -167,7 +184,7 @@ def evaluate_blocks() -> list[str]:
 def _evaluate_group(methods: list[Method]) -> str:
     first = methods[0]
     if len(methods) == 1:
-        over, key, name = ("published.tasks" if first.imported else "tasks"), ("${item}" if first.imported else "${key}"), first.name
+        (over, key), name = _over(first), first.name
         head, indent = [f"  evaluate_{_ident(first.name)}:", f"    foreach: ${{{over}}}", "    do:"], 6
     else:
         key, name = "${item.task}", "${item.method}"

@@ -195,7 +195,7 @@ def test_every_preset_key_is_in_the_schema():
         ("tasks.pos.target", ["xx"], "tasks.pos.target: unknown key (known: benchmark, datasets, decoding, head, overrides, source, targets)"),
         ("languages.xx.nmae", "X", "languages.xx.nmae: unknown key (known: name, text)"),
         ("lang_sft.phase1.stepz", 3, "lang_sft.phase1.stepz: unknown key (known: epochs, eval_every, max_steps, min_steps, select_best, steps)"),
-        ("published.lang_repos", "x", "published.lang_repos: unknown key (known: codes, head_labels, "),
+        ("published.lang_repos", "x", "published.lang_repos: unknown key (known: adapter_languages, "),
     ],
 )
 def test_unknown_keys_are_refused_naming_the_dotted_key(dotted, value, expected):

@@ -72,11 +72,12 @@ def test_every_language_method_trains_every_language(resolved, params):
 def test_every_task_method_trains_over_its_source_component(resolved, params):
     for name in task_methods():
         method = METHODS[name]
-        for task, spec in params.tasks.items():
+        for task in method.stage_task_names(params):
             stage = resolved[("ltsft", "train-task", task, "--method", name)]
             assert stage["outs"] == [path(name, kind, task) for kind in ("task", *method.task_extras)], stage["name"]
-            sources = {str(p) for p in method.task_inputs(layout.COMPONENTS, task, spec.source)}
-            assert sources <= set(stage["deps"]), stage["name"]
+            # The source component, or (stages over a list of task names) its method's whole store.
+            sources = method.task_inputs(layout.COMPONENTS, task, params.tasks[task].source)
+            assert all({str(p), str(p.parent)} & set(stage["deps"]) for p in sources), stage["name"]
             assert code_deps(method) <= set(stage["deps"]) and not REPORTING & set(stage["deps"]), stage["name"]
             # Its own params sections, and no other method's.
             others = {s for m in METHODS.values() for s in m.sections} - set(method.sections)
@@ -85,8 +86,7 @@ def test_every_task_method_trains_over_its_source_component(resolved, params):
 
 def test_every_method_is_evaluated_into_its_results_file(resolved, params):
     for name, method in METHODS.items():
-        tasks = params.published.tasks if method.imported else list(params.tasks)
-        for task in tasks:
+        for task in method.stage_task_names(params):
             stage = resolved[("ltsft", "evaluate", task, "--method", name)]
             assert stage["outs"] == [str(layout.results_file(task, name))], stage["name"]
             assert path(name, "task", task) in stage["deps"] and not REPORTING & set(stage["deps"]), stage["name"]

@@ -419,14 +419,55 @@ def test_save_and_load_roundtrip_is_bit_identical(tmp_path: Path, factory):
     for name, tensor in adapter.state_dict().items():
         assert torch.equal(tensor, fresh.state_dict()[name]), name
     assert meta["language"] == "sw" and meta["steps"] == 3
-    assert meta["format"] == "ltsft-adapter" and meta["version"] == 2
+    assert meta["format"] == "ltsft-adapter" and meta["version"] == 3
     assert meta["kind"] == ("language" if isinstance(adapter, LanguageAdapter) else "task")
     assert (meta["hidden_size"], meta["num_layers"]) == (HIDDEN, LAYERS)
     assert meta["reduction_factor"] == adapter.reduction_factor
+    assert meta["non_linearity"] == "relu"
     assert meta["parameters"] == count_parameters(adapter)
     assert meta["tensors_sha256"] == _sha256(tmp_path / "adapter" / TENSORS_FILE)
     assert meta["tensors_bytes"] == (tmp_path / "adapter" / TENSORS_FILE).stat().st_size
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [META_FILE, TENSORS_FILE]
+    assert TENSORS_FILE == "madx_adapter.safetensors"  # never the `adapters` library's adapter.safetensors
+
+
+def test_a_version_2_directory_is_still_read(tmp_path: Path):
+    """Before the rename, the tensors were in adapter.safetensors and the meta had no
+    non_linearity (every v2 adapter is ReLU): such a directory loads bit-identically."""
+    adapter = tiny_language_adapter(1)
+    save_adapter(adapter, tmp_path / "v2", {})
+    (tmp_path / "v2" / TENSORS_FILE).rename(tmp_path / "v2" / "adapter.safetensors")
+    meta_path = tmp_path / "v2" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    del meta["non_linearity"]
+    meta_path.write_text(json.dumps({**meta, "version": 2}))
+    fresh = tiny_language_adapter(2)
+    assert load_adapter(tmp_path / "v2", fresh)["non_linearity"] == "relu"
+    for name, tensor in adapter.state_dict().items():
+        assert torch.equal(tensor, fresh.state_dict()[name]), name
+    meta_path.write_text(json.dumps({**meta, "version": 4}))
+    assert_refused(tmp_path / "v2", fresh, "expected 'ltsft-adapter' v3 or v2", meta_path)
+
+
+def test_gelu_is_an_architecture_field_and_switching_to_it_changes_only_the_function(tmp_path: Path):
+    """Released AdapterHub language adapters use GELU: the field is stored, checked on load,
+    and ``use_non_linearity`` changes the computation but no weight."""
+    relu = tiny_language_adapter(1)
+    gelu = tiny_language_adapter(1)
+    gelu.use_non_linearity("gelu_new")
+    assert all(torch.equal(a, b) for a, b in zip(relu.state_dict().values(), gelu.state_dict().values()))
+    x = torch.randn(2, 3, HIDDEN, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(relu.layers[0](x), gelu.layers[0](x))
+    assert not torch.allclose(relu.invertible(x), gelu.invertible(x))
+    torch.testing.assert_close(gelu.invertible.inverse(gelu.invertible(x)), x, rtol=0, atol=1e-5)
+    save_adapter(gelu, tmp_path / "gelu", {})
+    assert_refused(tmp_path / "gelu", tiny_language_adapter(2), "non_linearity", tmp_path / "gelu" / META_FILE)
+    other = tiny_language_adapter(2)
+    other.use_non_linearity("gelu_new")
+    assert load_adapter(tmp_path / "gelu", other)["non_linearity"] == "gelu_new"
+    torch.testing.assert_close(other.layers[1](x), gelu.layers[1](x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="tanh"):
+        LanguageAdapter(HIDDEN, LAYERS, non_linearity="tanh")
 
 
 def test_save_adapter_of_a_model_submodule(tmp_path: Path):

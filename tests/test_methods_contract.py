@@ -2,7 +2,8 @@
 TEST_CASES idea): a new method gets these tests by registering.
 
 On a tiny BERT built in code, for each method that trains: train its language component
-(where it has one) and its task component for a few steps, then
+(where it has one; a method that imports released ones gets them converted from files written
+here) and its task component for a few steps, then
 - save → load is bit-identical (the component read back equals the one trained);
 - composing from disk gives the in-memory model's logits, and they differ from θ0's;
 - every pretrained weight the method must not change is bit-identical to θ0;
@@ -26,8 +27,10 @@ from pipeline.methods import METHODS
 from pipeline.core.method import TrainContext
 from pipeline.core.models import build_tiny_mlm, save_model, train_wordpiece_tokenizer
 from pipeline.core.parameters import count_parameters_named, snapshot
+from pipeline.sources.adapterhub import import_adapter
 from pipeline.tasks import get_task
 from tests.conftest import FIXTURES
+from tests.released_adapter import random_roles, released_tensors, write_released
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = FIXTURES / "smoke"
@@ -109,8 +112,14 @@ def test_method_contract(world, name):
     paths, tokenizer = world["paths"], world["tokenizer"]
     if method.has_language:
         maker = METHODS[method.language_from]
-        for lang in ("xx", "en"):
-            if not paths.component(name, "lang", lang).exists():
+        for seed, lang in enumerate(("xx", "en")):
+            if maker.imports_language:  # released adapters (madx-published), in the `adapters` library's layout
+                released = write_released(paths.root / "released" / lang,
+                                          released_tensors(random_roles(32, 2, seed=seed, std=0.05), name=lang),
+                                          name=lang)
+                import_adapter(released, paths.component(name, "lang", lang),
+                               world["params"].madx.language.reduction_factor)
+            elif not paths.component(name, "lang", lang).exists():
                 result = maker.train_language(context(world, "lang", lang))
                 if maker.name == name:
                     assert_same_component(result.component, paths.component(name, "lang", lang), None)

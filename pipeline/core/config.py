@@ -305,7 +305,8 @@ class AblationSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class PublishedSettings:
-    """``published``: the authors' released diffs, evaluated as method lt-sft-published."""
+    """``published``: the authors' released diffs, evaluated as method lt-sft-published, and
+    released MAD-X language adapters, the language components of method madx-published."""
 
     languages: tuple[str, ...] = setting("Languages whose released language diff is imported (keys under "
                                          "languages:).", ())
@@ -316,10 +317,21 @@ class PublishedSettings:
                                     default_factory=dict)
     head_labels: dict[str, tuple[str, ...]] = setting("Task -> the released head's label order, where it differs "
                                                       "from ours.", default_factory=dict)
-    local_root: str | None = setting("A directory of <repo>/pytorch_diff.bin copies read instead of the hub.", None)
+    local_root: str | None = setting("A directory of <repo>/pytorch_diff.bin copies read instead of the hub "
+                                     "(released adapters: <repo>/adapter_config.json and their weights).", None)
+    adapter_languages: tuple[str, ...] = setting("Languages whose released MAD-X language adapter is imported "
+                                                 "(method madx-published; keys under languages:).", ())
+    adapter_tasks: tuple[str, ...] = setting("Tasks madx-published trains a task adapter for, over the source "
+                                             "language's released adapter (keys under tasks:).", ())
+    adapter_repo: str | None = setting("Hub repo of a released language adapter, with {code} for the language "
+                                       "code (e.g. AdapterHub/bert-base-multilingual-cased-{code}-wiki_pfeiffer).",
+                                       None)
+    adapter_repos: dict[str, str] = setting("Language code -> its adapter's hub repo, where adapter_repo's "
+                                            "pattern does not give it.", default_factory=dict)
     unreleased: tuple[str, ...] = setting(
-        "Task targets with no released language module (e.g. sme, aym: not in the authors' model list): never "
-        "imported; the published methods skip them in evaluation, and the report says so.", ())
+        "Task targets with no released LT-SFT language diff (e.g. sme, aym: not in the authors' model list): never "
+        "imported; lt-sft-published skips them in evaluation, and the report says so (madx-published skips the "
+        "targets outside adapter_languages).", ())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -620,6 +632,15 @@ def _check_references(params: Params) -> None:
     if "dp" in params.published.tasks and params.tasks["dp"].head != "reference":
         raise ConfigError("published.tasks: the released dp diff carries the reference's parser head; "
                           "set tasks.dp.head: reference")
+    for lang in params.published.adapter_languages:
+        if lang not in params.languages:
+            raise ConfigError(f"published.adapter_languages: unknown language {lang!r} (not under languages:)")
+    for task in params.published.adapter_tasks:
+        if task not in params.tasks:
+            raise ConfigError(f"published.adapter_tasks: unknown task {task!r} (not under tasks:)")
+        if params.tasks[task].source not in params.published.adapter_languages:
+            raise ConfigError(f"published.adapter_tasks: {task}'s source language {params.tasks[task].source!r} is "
+                              f"not under published.adapter_languages (its task adapter trains over that adapter)")
 
 
 def parse_params(tree: Any) -> Params:

@@ -129,6 +129,10 @@ class Method:
     language_sections: ClassVar[tuple[str, ...]] = ()
     language_from: ClassVar[str | None] = None  # whose language stage writes its language component
     imported: ClassVar[bool] = False  # components come from released files, not training
+    imports_language: ClassVar[bool] = False  # only its language components do (an import stage writes them)
+    # The params list of task names its task and evaluation stages run over: every task, or a
+    # `published.*` list for methods built on released files (empty outside the paper presets).
+    stage_tasks: ClassVar[str] = "tasks"
     stores_adapters: ClassVar[bool] = False  # components are adapter files (else SparseDiffs)
     variants: ClassVar[tuple[Variant, ...]]
     task_extras: ClassVar[tuple[str, ...]] = ()  # further kinds its task stage writes (task-phase1)
@@ -147,7 +151,14 @@ class Method:
 
     @property
     def trains_language(self) -> bool:
-        return self.language_from == self.name and not self.imported
+        return self.language_from == self.name and not self.imported and not self.imports_language
+
+    def stage_task_names(self, params: Any) -> list[str]:
+        """The tasks its stages run for under ``params`` (the list named by ``stage_tasks``)."""
+        value = params
+        for part in self.stage_tasks.split("."):
+            value = getattr(value, part)
+        return list(value)
 
     def may_change(self, model: Any) -> list[str]:
         """The pretrained (θ0) parameters, besides the task head, that its task component may

@@ -1,9 +1,14 @@
-"""Adapter files: a checked directory (``adapter.safetensors`` + ``adapter.json``).
+"""Adapter files: a checked directory (``madx_adapter.safetensors`` + ``adapter.json``).
 
 ``adapter.json`` holds the module's own description (``module.describe()``: kind, hidden
-size, layers, reduction factor), its parameter count, the caller's provenance and the
-checksum of the tensors. A load is verified completely (format, architecture, checksum,
-tensor names and shapes) before the module is touched, so a refused load changes nothing.
+size, layers, reduction factor, non-linearity), its parameter count, the caller's provenance
+and the checksum of the tensors. A load is verified completely (format, architecture,
+checksum, tensor names and shapes) before the module is touched, so a refused load changes
+nothing.
+
+The tensors file is not called ``adapter.safetensors``: that is the name the `adapters`
+library (AdapterHub) gives its own, differently keyed, weights (``pipeline/sources/adapterhub.py``
+converts those). Version 2 directories, written before the rename, are still read.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from pipeline.formats import checked
 from pipeline.core.parameters import count_parameters
 
 FORMAT_NAME = "ltsft-adapter"
-FORMAT_VERSION = 2  # v2: the checksum fields every checked directory shares (v1: "sha256")
-TENSORS_FILE = "adapter.safetensors"
+FORMAT_VERSION = 3  # v3: tensors in madx_adapter.safetensors; v2: the shared checksum fields (v1: "sha256")
+READ_VERSIONS = (FORMAT_VERSION, 2)
+TENSORS_FILE = "madx_adapter.safetensors"
+V2_TENSORS_FILE = "adapter.safetensors"  # the v2 name, which the `adapters` library also uses
 META_FILE = "adapter.json"
 
 
@@ -50,14 +57,18 @@ def save_adapter(module: nn.Module, path: str | Path, meta: dict) -> None:
 
 def read_adapter_meta(path: str | Path) -> dict[str, Any]:
     """``adapter.json`` of an adapter directory, validated for format and version."""
-    return checked.read_meta(Path(path) / META_FILE, FORMAT_NAME, FORMAT_VERSION, AdapterError)
+    meta = checked.read_meta(Path(path) / META_FILE, FORMAT_NAME, READ_VERSIONS, AdapterError)
+    if meta["version"] == 2:
+        meta.setdefault("non_linearity", "relu")  # v2 predates the field: every v2 adapter is ReLU
+    return meta
 
 
 def load_adapter(path: str | Path, module: nn.Module) -> dict:
     """Load an adapter saved by :func:`save_adapter` into ``module`` (strict); return its meta."""
     path = Path(path)
-    meta_path, tensors_path = path / META_FILE, path / TENSORS_FILE
     meta = read_adapter_meta(path)
+    meta_path = path / META_FILE
+    tensors_path = path / (TENSORS_FILE if meta["version"] == FORMAT_VERSION else V2_TENSORS_FILE)
     for key, value in _describe(module).items():
         if meta.get(key) != value:
             raise AdapterError(f"{meta_path}: {key} is {meta.get(key)!r}, the module's is {value!r}")

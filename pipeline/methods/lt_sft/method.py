@@ -81,6 +81,7 @@ class Published(Method):
     sections = ("published",)
     language_from = "lt-sft-published"
     imported = True
+    stage_tasks = "published.tasks"
     variants = (Variant("lt-sft-published", True),)
 
     def skipped_targets(self, params: Any, targets: Sequence[str]) -> dict[str, str]:

@@ -30,6 +30,11 @@ Structure (each formula is what the code below computes):
 For a 768-wide 12-layer encoder this gives 7,091,712 (language) + 296,064 (invertible) and
 894,528 (task, rf 16) parameters.
 
+The non-linearity is ReLU. A language adapter may name another one (``non_linearity``: the
+`adapters` library's ``gelu`` or ``gelu_new``), because the released AdapterHub language
+adapters that ``madx-published`` imports were trained with GELU; it applies to the
+bottlenecks and to F and G alike, as in that library. Everything trained here uses ReLU.
+
 How it is installed (:func:`add_madx`), chosen so that pretrained parameter names and the
 state_dict stay exactly those of the unadapted model:
 
@@ -59,6 +64,10 @@ from torch import nn
 
 INIT_STD = 0.02
 ATTRIBUTE = "madx"
+# Parameter-free non-linearities an adapter may use: ReLU (MAD-X, everything trained here) and
+# the GELUs of the released AdapterHub language adapters (transformers' own functions, as the
+# `adapters` library uses them: "gelu_new" is the tanh approximation).
+NON_LINEARITIES = ("relu", "gelu", "gelu_new")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +95,18 @@ def _linear(in_features: int, out_features: int, generator: torch.Generator | No
     return layer
 
 
+def activation(name: str) -> nn.Module:
+    """The module computing the non-linearity ``name`` (one of ``NON_LINEARITIES``)."""
+    if name == "relu":
+        return nn.ReLU()
+    if name not in NON_LINEARITIES:
+        raise ValueError(f"non-linearity {name!r} is not one of {', '.join(NON_LINEARITIES)}")
+    # What the `adapters` library calls for these names.
+    from transformers.activations import get_activation
+
+    return get_activation(name)
+
+
 class _Described(nn.Module):
     """An adapter module that can say what it is: the architecture fields of its file
     (``pipeline/formats/adapter.py`` stores them and refuses a load into another shape)."""
@@ -95,7 +116,8 @@ class _Described(nn.Module):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "hidden_size": self.hidden_size,
                 "num_layers": getattr(self, "num_layers", 1),
-                "reduction_factor": getattr(self, "reduction_factor", 2)}
+                "reduction_factor": getattr(self, "reduction_factor", 2),
+                "non_linearity": getattr(self, "non_linearity", "relu")}
 
 
 class BottleneckAdapter(_Described):
@@ -105,22 +127,25 @@ class BottleneckAdapter(_Described):
     kind = "bottleneck"
 
     def __init__(self, hidden_size: int, reduction_factor: int,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, non_linearity: str = "relu") -> None:
         super().__init__()
         bottleneck = _divide(hidden_size, reduction_factor, "bottleneck width")
         self.hidden_size = hidden_size
         self.reduction_factor = reduction_factor
+        self.non_linearity = non_linearity
         self.down = _linear(hidden_size, bottleneck, generator)
+        self.activation = activation(non_linearity)  # parameter-free: not in the state_dict
         self.up = _linear(bottleneck, hidden_size, generator)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        return self.up(torch.relu(self.down(a)))
+        return self.up(self.activation(self.down(a)))
 
 
-def _coupling_mlp(half: int, generator: torch.Generator | None) -> nn.Sequential:
-    """F or G of the NICE coupling: ``half → half/2 → half`` with ReLU (reduction factor 2)."""
+def _coupling_mlp(half: int, generator: torch.Generator | None, non_linearity: str = "relu") -> nn.Sequential:
+    """F or G of the NICE coupling: ``half → half/2 → half`` (reduction factor 2), indexed as
+    the `adapters` library's (``0`` and ``2`` are the linear layers)."""
     inner = _divide(half, 2, "invertible adapter inner width")
-    return nn.Sequential(_linear(half, inner, generator), nn.ReLU(), _linear(inner, half, generator))
+    return nn.Sequential(_linear(half, inner, generator), activation(non_linearity), _linear(inner, half, generator))
 
 
 class InvertibleAdapter(_Described):
@@ -129,12 +154,14 @@ class InvertibleAdapter(_Described):
 
     kind = "invertible"
 
-    def __init__(self, hidden_size: int, generator: torch.Generator | None = None) -> None:
+    def __init__(self, hidden_size: int, generator: torch.Generator | None = None,
+                 non_linearity: str = "relu") -> None:
         super().__init__()
         self.hidden_size = hidden_size
+        self.non_linearity = non_linearity
         self.half = _divide(hidden_size, 2, "invertible adapter half width")
-        self.F = _coupling_mlp(self.half, generator)
-        self.G = _coupling_mlp(self.half, generator)
+        self.F = _coupling_mlp(self.half, generator, non_linearity)
+        self.G = _coupling_mlp(self.half, generator, non_linearity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x[..., : self.half], x[..., self.half :]
@@ -153,13 +180,14 @@ class _LayerAdapters(_Described):
     """One bottleneck per transformer layer: what language and task adapters share."""
 
     def __init__(self, hidden_size: int, num_layers: int, reduction_factor: int,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, non_linearity: str = "relu") -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.reduction_factor = reduction_factor
+        self.non_linearity = non_linearity
         self.layers = nn.ModuleList(
-            BottleneckAdapter(hidden_size, reduction_factor, generator) for _ in range(num_layers)
+            BottleneckAdapter(hidden_size, reduction_factor, generator, non_linearity) for _ in range(num_layers)
         )
 
 
@@ -169,9 +197,22 @@ class LanguageAdapter(_LayerAdapters):
     kind = "language"
 
     def __init__(self, hidden_size: int, num_layers: int, reduction_factor: int = 2,
-                 generator: torch.Generator | None = None) -> None:
-        super().__init__(hidden_size, num_layers, reduction_factor, generator)
-        self.invertible = InvertibleAdapter(hidden_size, generator)
+                 generator: torch.Generator | None = None, non_linearity: str = "relu") -> None:
+        super().__init__(hidden_size, num_layers, reduction_factor, generator, non_linearity)
+        self.invertible = InvertibleAdapter(hidden_size, generator, non_linearity)
+
+    def use_non_linearity(self, name: str) -> None:
+        """Switch every bottleneck and F and G to ``name`` (no weight changes: the functions are
+        parameter-free), e.g. before loading a released adapter file that names GELU."""
+        if name == self.non_linearity:
+            return
+        for module in (*self.layers, self.invertible):
+            module.non_linearity = name
+        for bottleneck in self.layers:
+            bottleneck.activation = activation(name)
+        for mlp in (self.invertible.F, self.invertible.G):
+            mlp[1] = activation(name)
+        self.non_linearity = name
 
 
 class TaskAdapter(_LayerAdapters):

@@ -1,6 +1,11 @@
-"""The registered `madx` method: a language adapter per language (bottlenecks + invertible
-adapter, trained by masked LM), a task adapter stacked on the source language's adapter,
-the target's language adapter swapped in at test time (`madx`; `madx-task-only` without).
+"""The registered MAD-X methods.
+
+- `madx`: a language adapter per language (bottlenecks + invertible adapter, trained by
+  masked LM), a task adapter stacked on the source language's adapter, the target's language
+  adapter swapped in at test time (`madx`; `madx-task-only` without).
+- `madx-published`: the same composition, with released language adapters (AdapterHub,
+  imported by a stage: pipeline/sources/adapterhub.py) instead of ours, and our task adapter
+  trained over the released source-language one: MAD-X as its authors' own modules give it.
 
 A task component is a directory with ``adapter/`` (the task adapter) and ``head/`` (the task
 head, as a diff with dense tensors only).
@@ -18,6 +23,18 @@ from pipeline.core.method import ComponentComposer, ComponentPaths, Method, Trai
 from pipeline.core.runs import RunResult, Trained, run_component
 
 PREFIX = "madx."  # every adapter parameter lives under model.madx
+
+
+def load_language(madx: Any, path: Path) -> dict:
+    """Load the language adapter at ``path`` into ``madx.language``; return its meta.
+
+    Its non-linearity is taken from the file first (released adapters use GELU; it is a
+    parameter-free function, so no weight changes), then every other field is checked.
+    """
+    from pipeline.formats.adapter import load_adapter, read_adapter_meta
+
+    madx.language.use_non_linearity(read_adapter_meta(path)["non_linearity"])
+    return load_adapter(path, madx.language)
 
 
 class TrainedAdapter:
@@ -72,7 +89,6 @@ class MadX(Method):
         return run_component(ctx, self.name, self.language_sections, spec.max_length, ctx.component(self.name), train)
 
     def train_task(self, ctx: TrainContext) -> RunResult:
-        from pipeline.formats.adapter import load_adapter
         from pipeline.formats.sparse_diff import SparseDiff
         from pipeline.methods.madx.adapters import add_madx
         from pipeline.core.parameters import count_parameters, count_parameters_named, snapshot
@@ -81,7 +97,7 @@ class MadX(Method):
         params, spec = ctx.params, ctx.params.madx_task
         madx = add_madx(ctx.model, language_rf=params.madx_language.reduction_factor,
                         task_rf=spec.reduction_factor, seed=params.seed)
-        load_adapter(ctx.component(self.name, "lang", ctx.source), madx.language)
+        load_language(madx, ctx.component(self.name, "lang", ctx.source))
         head = [name for name in ctx.task.head_parameter_names(ctx.model) if not name.startswith(PREFIX)]
         names = [name for name, _ in ctx.model.named_parameters() if name.startswith(PREFIX + "task.")] + head
 
@@ -123,11 +139,33 @@ class AdapterComposer(ComponentComposer):
         self.task_params = int(meta["trainable_parameters"])
 
     def prepare(self, model: Any, lang: str, with_language: bool) -> int:
-        from pipeline.formats.adapter import load_adapter
         from pipeline.methods.madx.adapters import set_active
 
         set_active(self.madx, language=with_language, task=True)
         if not with_language:
             return 0
-        meta = load_adapter(self._read(self.lang_paths[lang]), self.madx.language)
+        meta = load_language(self.madx, self._read(self.lang_paths[lang]))
         return int(meta["trainable_parameters"])
+
+
+@register
+class PublishedMadX(MadX):
+    """MAD-X with released language adapters: trained here is only the task adapter (and
+    head), over the source language's released adapter, composed exactly as `madx`."""
+
+    name = "madx-published"
+    summary = ("MAD-X with released AdapterHub language adapters (paper preset; `ltsft import-published "
+               "adapter`) and our task adapter trained over the released source-language one")
+    language_from = "madx-published"
+    imports_language = True
+    stage_tasks = "published.adapter_tasks"
+    evaluation_sections = ("madx", "published.adapter_languages")  # which targets have an adapter
+    variants = (Variant("madx-published", True),)
+
+    def train_language(self, ctx: TrainContext) -> RunResult:
+        raise NotImplementedError("madx-published imports its language adapters (`ltsft import-published adapter`)")
+
+    def skipped_targets(self, params: Any, targets: Sequence[str]) -> dict[str, str]:
+        """Targets without a released adapter: they get no madx-published score."""
+        return {lang: "no released MAD-X language adapter (published.adapter_languages)"
+                for lang in targets if lang not in params.published.adapter_languages}
