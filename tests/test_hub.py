@@ -160,7 +160,7 @@ def _ner_params(local_root, targets: list[str], benchmark: str | None = "masakha
     tree["languages"] = {lang: {"text": []} for lang in ["en", *targets]}
     tree["tasks"] = {"ner": {"source": "en", "targets": targets, **({"benchmark": benchmark} if benchmark else {})}}
     tree["ablation"]["task"] = "ner"
-    tree["published"].update(languages=[], tasks=[])
+    tree["published"].update(languages=[], tasks=[], unreleased=[], adapter_languages=[], adapter_tasks=[])
     return parse_params(tree)
 
 
