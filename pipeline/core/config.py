@@ -618,26 +618,23 @@ def _check_references(params: Params) -> None:
                 raise ConfigError(f"tasks.{name}.{option}: only tasks.{owner} takes this setting")
     if params.ablation.task not in params.tasks:
         raise ConfigError(f"ablation.task: unknown task {params.ablation.task!r} (not under tasks:)")
-    for lang in params.published.languages:
-        if lang not in params.languages:
-            raise ConfigError(f"published.languages: unknown language {lang!r} (not under languages:)")
-    for lang in params.published.unreleased:
-        if lang not in params.languages:
-            raise ConfigError(f"published.unreleased: unknown language {lang!r} (not under languages:)")
-        if lang in params.published.languages:
+    published = params.published
+    for key, names, known, what in (("languages", published.languages, params.languages, "languages"),
+                                    ("unreleased", published.unreleased, params.languages, "languages"),
+                                    ("tasks", published.tasks, params.tasks, "tasks"),
+                                    ("adapter_languages", published.adapter_languages, params.languages, "languages"),
+                                    ("adapter_tasks", published.adapter_tasks, params.tasks, "tasks")):
+        for name in names:
+            if name not in known:
+                kind = "language" if what == "languages" else "task"
+                raise ConfigError(f"published.{key}: unknown {kind} {name!r} (not under {what}:)")
+    for lang in published.unreleased:
+        if lang in published.languages:
             raise ConfigError(f"published.unreleased: {lang!r} is also in published.languages (imported or not?)")
-    for task in params.published.tasks:
-        if task not in params.tasks:
-            raise ConfigError(f"published.tasks: unknown task {task!r} (not under tasks:)")
-    if "dp" in params.published.tasks and params.tasks["dp"].head != "reference":
+    if "dp" in published.tasks and params.tasks["dp"].head != "reference":
         raise ConfigError("published.tasks: the released dp diff carries the reference's parser head; "
                           "set tasks.dp.head: reference")
-    for lang in params.published.adapter_languages:
-        if lang not in params.languages:
-            raise ConfigError(f"published.adapter_languages: unknown language {lang!r} (not under languages:)")
-    for task in params.published.adapter_tasks:
-        if task not in params.tasks:
-            raise ConfigError(f"published.adapter_tasks: unknown task {task!r} (not under tasks:)")
+    for task in published.adapter_tasks:
         if params.tasks[task].source not in params.published.adapter_languages:
             raise ConfigError(f"published.adapter_tasks: {task}'s source language {params.tasks[task].source!r} is "
                               f"not under published.adapter_languages (its task adapter trains over that adapter)")

@@ -49,16 +49,21 @@ def write_checked(directory: str | Path, tensors_file: str, meta_file: str,
     return directory
 
 
+def read_json(path: Path, error: type[Exception], missing: str = "file missing") -> Any:
+    """A JSON file, or ``error`` in one line naming it (missing, unreadable, not JSON)."""
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: unreadable, not valid JSON ({err.__class__.__name__})") from None
+
+
 def read_meta(meta_path: Path, format_name: str, version: int | tuple[int, ...], error: type[Exception],
               required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The JSON description, refused (``error``, one line) unless it is this format and one of
     the versions (``version``: the current one, or a tuple of every version still read)."""
-    if not meta_path.is_file():
-        raise error(f"{meta_path}: file missing")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise error(f"{meta_path}: unreadable, not valid JSON ({err.__class__.__name__})") from None
+    meta = read_json(meta_path, error)
     versions = version if isinstance(version, tuple) else (version,)
     if not isinstance(meta, dict) or meta.get("format") != format_name or meta.get("version") not in versions:
         found = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)

@@ -33,7 +33,6 @@ globals: a plain state dict of tensors needs none, and a file that names any oth
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 import torch
 
 from pipeline.formats.adapter import AdapterError, save_adapter
-from pipeline.formats.checked import one_line, sha256_file
+from pipeline.formats.checked import one_line, read_json, sha256_file
 from pipeline.methods.madx.adapters import NON_LINEARITIES, LanguageAdapter
 from pipeline.sources.published import refusal_reason
 
@@ -86,12 +85,8 @@ MADX_CONFIG: dict[str, tuple[Any, Any]] = {
 def read_config(directory: Path) -> dict[str, Any]:
     """``adapter_config.json`` as the library reads it (its 1.x activation names renamed)."""
     path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise AdapterError(f"{path}: file missing (not an adapter directory saved by the adapters library)")
-    try:
-        top = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AdapterError(f"{path}: unreadable, not valid JSON ({err.__class__.__name__})") from None
+    top = read_json(path, AdapterError,
+                            "file missing (not an adapter directory saved by the adapters library)")
     if not isinstance(top, dict) or not isinstance(top.get("config"), dict):
         found = type(top.get("config")).__name__ if isinstance(top, dict) else type(top).__name__
         raise AdapterError(f"{path}: 'config' must be the adapter's full config as a mapping (found {found})")
