@@ -515,6 +515,10 @@ def _error(tree: dict) -> str:
 
 def test_settings_build_the_task_and_default_to_todays_parser():
     tree = _tree()
+    demo = task_for(parse_params(tree).task("dp"))
+    assert (demo.head, demo.decoding) == ("reference", "greedy")  # the demo's choice (README)
+    for key in ("head", "decoding"):
+        tree["tasks"]["dp"].pop(key, None)
     default = task_for(parse_params(tree).task("dp"))
     assert (default.head, default.decoding, default.labels) == ("mlp-biaffine", "mst", DEPRELS)
     tree["tasks"]["dp"].update(head="reference", decoding="greedy")
