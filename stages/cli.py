@@ -54,7 +54,10 @@ def _prepare(params_path: Path):
     from stages.common import quiet_transformers
     from pipeline.core.config import load_params
 
+    from pipeline.core.runtime import configure
+
     params = load_params(params_path)  # bad params fail before transformers is even imported
+    configure(params.runtime)  # a precision this machine cannot run fails here, before any work
     quiet_transformers()
     return params
 

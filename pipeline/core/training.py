@@ -16,6 +16,8 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from pipeline.core.best_checkpoint import BestOnDev, DevCheck
 from pipeline.core.errors import LtsftError
+from pipeline.core.loss_scaling import per_item_loss
+from pipeline.core.runtime import current as current_runtime
 from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.core.parameters import maskable_parameter_names, snapshot
 
@@ -25,10 +27,11 @@ from pipeline.core.budget import PhaseBudget  # noqa: F401  (re-exported: it liv
 class RunSettings(Protocol):
     """What a training run needs besides its budget (LotteryConfig is one)."""
 
-    batch_size: int
+    batch_size: int  # per micro-batch
     learning_rate: float
     seed: int
     progress: bool
+    gradient_accumulation_steps: int  # micro-batches per optimizer step (read with a default of 1)
 
 
 def run_trainer(
@@ -50,14 +53,22 @@ def run_trainer(
         if dev is None:
             raise LtsftError(f"{description}: eval_every is set but this run has no dev set to score")
         callbacks.append(BestOnDev(model, dev, budget.eval_every, budget.select_best, description))
-    with tempfile.TemporaryDirectory(prefix="ltsft-trainer-") as out_dir:
+    accumulation = getattr(config, "gradient_accumulation_steps", 1)
+    # Budgets count optimizer steps; an epoch is examples / (batch_size x accumulation) of them.
+    steps = budget.resolve(len(train_features), config.batch_size * accumulation)
+    runtime = current_runtime()  # precision and checkpoints (pipeline/core/runtime.py)
+    phase = runtime.phase(description, model, optimizer, callbacks)
+    if phase.finished is not None:  # a resumed run: this phase finished before it was killed
+        return phase.finished
+    with tempfile.TemporaryDirectory(prefix="ltsft-trainer-") as out_dir, per_item_loss(model, accumulation > 1):
         args = TrainingArguments(
             output_dir=out_dir,
             run_name=description,
             per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=accumulation,
             learning_rate=config.learning_rate,
             # Epoch budgets are turned into steps here so that min/max clamps apply.
-            max_steps=budget.resolve(len(train_features), config.batch_size),
+            max_steps=steps,
             lr_scheduler_type="linear",
             max_grad_norm=0.0,  # our optimizers clip (SparseAdamW: over the trainable entries only)
             seed=config.seed,
@@ -65,21 +76,22 @@ def run_trainer(
             save_strategy="no",
             report_to="none",
             logging_strategy="steps",
-            logging_steps=max(1, budget.resolve(len(train_features), config.batch_size) // 5),
+            logging_steps=max(1, steps // 5),
             disable_tqdm=not config.progress,
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
+            **runtime.trainer_arguments(),
         )
         trainer = Trainer(
-            model=model, args=args, train_dataset=list(train_features), data_collator=collator,
-            optimizers=(optimizer, None), callbacks=callbacks,
+            model=model, args=args, train_dataset=list(train_features), data_collator=phase.collator(collator),
+            optimizers=(optimizer, None), callbacks=[*callbacks, *phase.callbacks()],
         )
-        trainer.train()
+        phase.train(trainer)
         history = [dict(entry, phase=description) for entry in trainer.state.log_history]
         for best in callbacks:
             history += [*best.history, best.summary()]
-        return history
+        return phase.finish(history)
 
 
 def train_parameters(
