@@ -236,8 +236,17 @@ class Phase:
         self.trainer = trainer
         if self.resume_dir is None:
             trainer.train()
-        else:
+            return
+        from transformers.utils import logging as hf_logging
+
+        # The checkpoint's model file holds only the trainable tensors (the frozen ones are θ0, rebuilt
+        # by the stage): the Trainer's warning that the others are "missing" is expected, not news.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
             trainer.train(resume_from_checkpoint=str(self.resume_dir))
+        finally:
+            hf_logging.set_verbosity(verbosity)
 
     def finish(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Record the finished phase (its tensors and log) and drop its step checkpoints."""
