@@ -36,5 +36,10 @@ def resolve(precision: str) -> str:
 
 def trainer_arguments(precision: str) -> dict[str, Any]:
     """TrainingArguments for ``precision`` (resolved first): the Trainer's bf16 / fp16 flags."""
+    import torch
+
     mode = resolve(precision)
-    return {"bf16": mode == "bf16", "fp16": mode == "fp16"}
+    arguments = {"bf16": mode == "bf16", "fp16": mode == "fp16"}
+    if mode == "bf16" and not torch.cuda.is_available():
+        arguments["use_cpu"] = True  # the Trainer runs bf16 autocast on a CPU only when told it is one
+    return arguments
