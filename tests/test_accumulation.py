@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-import pipeline.core.training as training
+from pipeline.core import training
 from pipeline.core.budget import PhaseBudget
 from pipeline.core.config import parse_params
 from pipeline.core.sparse_adamw import SparseAdamW

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import pipeline.core.resume as resume
+from pipeline.core import resume
 from pipeline.core.best_checkpoint import DevCheck
 from pipeline.core.config import RuntimeSettings
 from pipeline.core.runtime import component
@@ -48,9 +48,9 @@ def features(vocab: int, n: int = 12, seed: int = 0) -> list[dict]:
 
 def lottery(**overrides) -> LotteryConfig:
     # 12 examples in batches of 4: 3 steps an epoch, so a phase of 8 steps spans three epochs.
-    settings = dict(k=400, phase1=PhaseBudget(steps=8, eval_every=3, select_best=True),
-                    phase2=PhaseBudget(steps=8, eval_every=3, select_best=True), learning_rate=1e-2, batch_size=4,
-                    l1_lambda=0.1, max_grad_norm=1.0, seed=5, progress=False)
+    settings = {"k": 400, "phase1": PhaseBudget(steps=8, eval_every=3, select_best=True),
+                "phase2": PhaseBudget(steps=8, eval_every=3, select_best=True), "learning_rate": 1e-2,
+                "batch_size": 4, "l1_lambda": 0.1, "max_grad_norm": 1.0, "seed": 5, "progress": False}
     return LotteryConfig(**(settings | overrides))
 
 
@@ -165,7 +165,7 @@ def test_other_keys_and_damaged_checkpoints_are_ignored(tagging, tmp_path, capsy
     (run,) = root.iterdir()
     (step,) = (run / "phase-00").glob("step-*")
     # Another key (other params): its checkpoint is named, never used; the run starts afresh.
-    other, _ = train(model0, data, collate, replace(config, learning_rate=2e-2), root, every=3)
+    train(model0, data, collate, replace(config, learning_rate=2e-2), root, every=3)
     assert f"ignoring checkpoint {run}: written for other params or inputs" in capsys.readouterr().out
     assert step.exists()  # left for the run it belongs to
     # Damaged files: one line each, a fresh start, the same result as an uninterrupted run.

@@ -121,7 +121,7 @@ def run_component(ctx: TrainContext, method: str, sections: Sequence[str], max_l
     before = scorer(ctx.model) if ctx.kind == "lang" else {}
     # Precision and, with runtime.checkpoint_every, a checkpoint session keyed by this run's
     # params, starting model and data: a killed run re-run resumes (pipeline/core/resume.py).
-    with component_runtime(ctx.params.runtime, f"{method}-{ctx.kind}-{ctx.name}", record, ctx.model,
+    with component_runtime(getattr(ctx.params, "runtime", None), f"{method}-{ctx.kind}-{ctx.name}", record, ctx.model,
                            ctx.train, ctx.dev) as checkpoints:
         started = time.monotonic()
         trained = train(record)

@@ -37,11 +37,12 @@ class Runtime:
         return precisions.trainer_arguments(self.precision)
 
 
-_CURRENT: ContextVar[Runtime] = ContextVar("ltsft_runtime", default=Runtime())
+_DEFAULT = Runtime()  # fp32, no checkpoints: a run outside any configured stage
+_CURRENT: ContextVar[Runtime | None] = ContextVar("ltsft_runtime", default=None)
 
 
 def current() -> Runtime:
-    return _CURRENT.get()
+    return _CURRENT.get() or _DEFAULT
 
 
 def configure(settings: Any) -> Runtime:
@@ -68,6 +69,9 @@ def component(settings: Any, identity: str, facts: dict[str, Any], model: Any, *
     session (None without checkpoints), whose ``remove()`` the caller calls once outputs are saved."""
     from pipeline.core.resume import Session, run_key
 
+    if settings is None:  # params without a runtime section (hand-built): the runtime as it is
+        yield None
+        return
     runtime = replace(current(), precision=precisions.resolve(settings.precision), settings=settings, session=None)
     if settings.checkpoint_every:
         key = run_key({**facts, "precision": runtime.precision}, model, *data)
