@@ -69,7 +69,9 @@ def run_key(facts: Any, model: torch.nn.Module, *data: Sequence[Any]) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     for examples in data:
-        digest.update(repr(list(examples)).encode())  # readers return strings and plain dataclasses
+        digest.update(f"{len(examples)} examples".encode())
+        for example in examples:  # readers return strings and plain dataclasses: a stable repr
+            digest.update(repr(example).encode())
     return digest.hexdigest()
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import LtsftError
 from pipeline.core.runtime import component as component_runtime
+from pipeline.core.runtime import current as current_runtime
 
 if TYPE_CHECKING:  # runs is imported while the method registry registers (no cycle at run time)
     from pipeline.core.method import TrainContext
@@ -123,6 +124,8 @@ def run_component(ctx: TrainContext, method: str, sections: Sequence[str], max_l
     # params, starting model and data: a killed run re-run resumes (pipeline/core/resume.py).
     with component_runtime(getattr(ctx.params, "runtime", None), f"{method}-{ctx.kind}-{ctx.name}", record, ctx.model,
                            ctx.train, ctx.dev) as checkpoints:
+        if (mode := current_runtime().precision) != "fp32":
+            record["precision"] = mode  # the numbers depend on it (fp32, the default, is recorded by omission)
         started = time.monotonic()
         trained = train(record)
         seconds = time.monotonic() - started
