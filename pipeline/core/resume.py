@@ -109,7 +109,8 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
             save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp / MODEL))
         if trainer_state is not None:
             trainer_state.save_to_json(str(tmp / TRAINER_STATE))
-        (tmp / META).write_text(json.dumps({"format": FORMAT, **meta}, sort_keys=True), encoding="utf-8")
+        # default=str: a log value JSON cannot hold must not crash a run over its checkpoint.
+        (tmp / META).write_text(json.dumps({"format": FORMAT, **meta}, sort_keys=True, default=str), encoding="utf-8")
 
 
 def _read(path: Path, key: str, description: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
