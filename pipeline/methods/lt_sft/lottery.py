@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -139,8 +140,8 @@ def train_lt_sft(
         # Selection: one global threshold over all maskable tensors. Data-parallel, the main
         # process selects and sends its mask: every process then trains exactly the same
         # entries, whatever the last bits of its weights (they are equal under DDP anyway).
-        selected = merge_indices(selected, shared_from_main(
-            lambda: select_top_k(scorer, sizes, k_new, exclude=selected)))
+        selected = merge_indices(selected, shared_from_main(partial(select_top_k, scorer, sizes, k_new,
+                                                                    exclude=selected)))
 
         # Reset everything (head included) to the iteration's starting point.
         restore(model, iteration_start)
