@@ -55,6 +55,9 @@ def _prepare(params_path: Path):
     from pipeline.core.config import load_params
 
     params = load_params(params_path)  # bad params fail before transformers is even imported
+    from pipeline.core.distributed import check_batch_sizes
+
+    check_batch_sizes(params.raw)  # launched data-parallel: every batch must split evenly
     quiet_transformers()
     return params
 

@@ -15,6 +15,8 @@ import torch
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from pipeline.core.best_checkpoint import BestOnDev, DevCheck
+from pipeline.core import distributed
+from pipeline.core.loss_scaling import global_item_mean
 from pipeline.core.errors import LtsftError
 from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.core.parameters import maskable_parameter_names, snapshot
@@ -54,7 +56,7 @@ def run_trainer(
         args = TrainingArguments(
             output_dir=out_dir,
             run_name=description,
-            per_device_train_batch_size=config.batch_size,
+            **distributed.trainer_arguments(config.batch_size, description),  # global batch, split over processes
             learning_rate=config.learning_rate,
             # Epoch budgets are turned into steps here so that min/max clamps apply.
             max_steps=budget.resolve(len(train_features), config.batch_size),
@@ -75,7 +77,8 @@ def run_trainer(
             model=model, args=args, train_dataset=list(train_features), data_collator=collator,
             optimizers=(optimizer, None), callbacks=callbacks,
         )
-        trainer.train()
+        with global_item_mean(model, distributed.world_size()):
+            trainer.train()
         history = [dict(entry, phase=description) for entry in trainer.state.log_history]
         for best in callbacks:
             history += [*best.history, best.summary()]
