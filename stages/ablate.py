@@ -26,6 +26,7 @@ from pipeline.core.atomic import write_json
 from pipeline.core.best_checkpoint import DevCheck
 from pipeline.core.composition import DiffComposer
 from pipeline.core.config import parse_params
+from pipeline.core.distributed import is_main_process
 from pipeline.core.errors import ConfigError
 from pipeline.core.method import Variant
 from pipeline.core.evaluation import score
@@ -81,7 +82,8 @@ def run(params, task_name: str, k: int) -> None:
         rows += score(params, task, task_name, layout.BASE_MODEL, tests, composer, METHODS[method].variants,
                       {"ablation": "sparsity"})
     out = layout.sparsity_file(task_name, k)
-    write_json(out, {"rows": rows})
+    if is_main_process():  # data-parallel: every process trained and scored alike; one writes
+        write_json(out, {"rows": rows})
     write_run_logs({str(out): run_facts(params, time.monotonic() - started)})
 
 
@@ -103,6 +105,8 @@ def run_l1(params, task_name: str, l1: float) -> None:
         paths = layout.Components(Path(scratch))
         for lang in spec.targets:
             train_lang.train(ablated, lang, "lt-sft", paths)
+        if not is_main_process():
+            return  # data-parallel: only the main process saved the diffs, and it scores them
         composer = DiffComposer(task_path, {lang: paths.component("lt-sft", "lang", lang) for lang in spec.targets})
         rows = score(task_params, task, task_name, layout.BASE_MODEL, tests, composer, [Variant("lt-sft", True)],
                      {"ablation": "l1", "l1_lambda": l1})

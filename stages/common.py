@@ -34,6 +34,11 @@ def require_files(*paths: Path) -> None:
 
 
 def write_run_logs(facts: dict[str, dict[str, Any]]) -> None:
-    """One run log per output directory written (runs/<output>.json; see layout.RUNS)."""
+    """One run log per output directory written (runs/<output>.json; see layout.RUNS); by the
+    main process only when several train data-parallel."""
+    from pipeline.core.distributed import is_main_process
+
+    if not is_main_process():
+        return
     for output, record in facts.items():
         write_json(layout.run_log(output), record)

@@ -93,9 +93,9 @@ def test_batch_8_and_4_by_2_train_the_same_diff(setup, monkeypatch):
     for name in big.dense:
         torch.testing.assert_close(big.dense[name], small.dense[name], rtol=1e-5, atol=1e-6)
 
-    # Without the per-item loss (pipeline/core/loss_scaling.py) the Trainer would sum two
+    # Without the item-mean loss (pipeline/core/loss_scaling.py) the Trainer would sum two
     # micro-batch means: a different step, and a visibly different diff.
-    monkeypatch.setattr(training, "per_item_loss", lambda model, enabled: _null())
+    monkeypatch.setattr(training, "global_item_mean", lambda *args, **kwargs: _null())
     unscaled, _ = _run(setup, 4, 2)
     assert any(not torch.allclose(big.dense[n], unscaled.dense[n], rtol=1e-3, atol=1e-4) for n in big.dense)
 

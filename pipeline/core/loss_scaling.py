@@ -1,56 +1,81 @@
-"""Gradient accumulation (and data parallelism) that sums to the same gradient as one big batch.
+"""Keep the training loss the mean over ALL items of an optimizer step when the step's batch
+is split: over data-parallel processes (DDP) or over accumulated micro-batches.
 
-The Trainer passes ``num_items_in_batch`` (the labelled items of the whole optimizer step:
-every micro-batch, and with ``average_tokens_across_devices`` every rank) to a model whose
-``forward`` takes ``**kwargs``, and then trusts the model to divide its loss by it, so it does
-NOT divide by the number of accumulation steps. Our models' losses (BERT's token and sequence
-classification heads, our masked-LM forward) ignore it and return a mean over the
-micro-batch's own labelled items: with 4 × 2 the step's gradient would be the SUM of two
-means, twice that of batch 8 (before clipping).
+Our models return a per-batch MEAN over the items they score (masked positions, labelled
+tokens, sentences, words with a gold head). Split a step's batch in parts and the Trainer
+combines part means with equal weight: DDP averages the processes' gradients, and with
+``num_items_in_batch`` (which the Trainer computes for any model whose ``forward`` takes
+``**kwargs``) it also multiplies each part's loss by the number of processes and skips its
+division by the accumulation steps, expecting the model to have divided a SUM by the step's
+item count. A model that returns a mean (our masked-LM forward does, by design) then gets
+gradients N times too large, and parts with more items count no more than parts with fewer:
+no longer the gradient of one process on the whole batch.
 
-``per_item_loss`` fixes this from outside the model: for the duration of a run it wraps the
-instance's ``forward`` (as pipeline/tasks/mlm.py does; nothing of the class changes) so that
-a loss that is a mean over this micro-batch's labels ≠ -100 (the items the Trainer counts)
-becomes sum / num_items_in_batch: the micro-batches then add up to the mean over the whole
-optimizer step, as batch 8 computes it (equal up to float summation order). Models that
-decline loss kwargs (``accepts_loss_kwargs = False``, e.g. the dependency parser, whose
-items are not ``labels``) are left alone: the Trainer divides each micro-batch's mean by the
-number of accumulation steps, the mean of micro-batch means.
+:func:`global_item_mean` fixes both by rescaling each part's mean to its share of the step's
+mean, ``mean_part · items_part / items_step``; the Trainer's own factor and DDP's averaging
+then give exactly the mean over the whole step (up to float rounding). The step's item count
+is the Trainer's ``num_items_in_batch`` where it computes one (batches with ``labels``),
+otherwise this part's count summed over the processes. Which batch key holds the items is a
+model attribute ``loss_items`` (default ``labels``; -100 marks an unscored position).
+
+With one process and no accumulation nothing is installed: the loss is bit-identical.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-IGNORE = -100  # the label the Trainer's item count (and every loss here) skips
+IGNORE = -100
 
 
-@contextlib.contextmanager
-def per_item_loss(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
-    """While active, ``model``'s loss is normalised by the optimizer step's item count (see above)."""
-    if not enabled or getattr(model, "accepts_loss_kwargs", True) is False:
+def _items(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor | None:
+    """How many items this batch's loss averages over, or None if it has no such key."""
+    values = batch.get(getattr(model, "loss_items", "labels"))
+    return None if values is None else values.ne(IGNORE).sum()
+
+
+@contextmanager
+def global_item_mean(model: torch.nn.Module, world_size: int, accumulation_steps: int = 1) -> Iterator[None]:
+    """While active, ``model``'s training loss is its share of the whole step's item mean.
+
+    An instance-level ``forward`` wrapper (the Trainer itself is not extended): it accepts
+    the Trainer's ``num_items_in_batch`` instead of passing it on, so the model computes its
+    usual mean. Evaluation (``model.eval()``) is passed through untouched. Removed on exit.
+    """
+    if world_size <= 1 and accumulation_steps <= 1:
         yield
         return
-    had_own = "forward" in vars(model)
-    inner = model.forward
+    original = model.forward
+    had_own_forward = "forward" in model.__dict__  # an instance override (our masked-LM forward)
 
-    def forward(*args: Any, num_items_in_batch: Any = None, **kwargs: Any) -> Any:
-        outputs = inner(*args, **kwargs)
-        labels = kwargs.get("labels")
-        loss = outputs.get("loss") if isinstance(outputs, dict) else None
-        if num_items_in_batch is not None and labels is not None and loss is not None:
-            outputs["loss"] = loss * labels.ne(IGNORE).sum() / num_items_in_batch
-        return outputs
+    def forward(*args: Any, num_items_in_batch: torch.Tensor | int | None = None, **kwargs: Any) -> Any:
+        output = original(*args, **kwargs)
+        loss = getattr(output, "loss", None)
+        if not model.training or loss is None:
+            return output
+        local = _items(model, kwargs)
+        if local is None:
+            return output  # nothing says what the mean is over: left as the model computed it
+        local = local.to(loss.device)
+        if num_items_in_batch is not None:
+            # The Trainer multiplies this loss by the number of processes itself.
+            total, factor = torch.as_tensor(num_items_in_batch, device=loss.device), 1
+        else:
+            total, factor = local.clone(), world_size
+            if world_size > 1:
+                torch.distributed.all_reduce(total)
+        output.loss = loss * (local * factor / total.clamp(min=1))
+        return output
 
     model.forward = forward
     try:
         yield
     finally:
-        if had_own:
-            model.forward = inner
+        if had_own_forward:
+            model.forward = original
         else:
             del model.forward

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.core import distributed
 from pipeline.core.errors import LtsftError
 from pipeline.core.runtime import component as component_runtime
 from pipeline.core.runtime import current as current_runtime
@@ -56,9 +57,14 @@ def run_facts(params: Any, wall_seconds: float, **extra: Any) -> dict[str, Any]:
 
 
 def provenance(params: Any, method: str, sections: Sequence[str], **facts: Any) -> dict[str, Any]:
-    """What produced a component: deterministic facts only (see the module docstring)."""
+    """What produced a component: deterministic facts only (see the module docstring).
+
+    ``world_size`` when several processes trained it data-parallel: float sums then run in
+    another order, so the numbers may differ in their last bits from one process's. Absent
+    with one process, so that single-process outputs stay byte-identical to earlier ones."""
+    size = distributed.world_size()
     return {"method": method, **facts, "preset": params.preset, "seed": params.seed,
-            "params": {key: _dotted(params.raw, key) for key in sections}}
+            "params": {key: _dotted(params.raw, key) for key in sections}} | ({"world_size": size} if size > 1 else {})
 
 
 def _dotted(tree: dict[str, Any], key: str) -> Any:
@@ -112,7 +118,11 @@ class RunResult:
 
 def run_component(ctx: TrainContext, method: str, sections: Sequence[str], max_length: int, out: Path,
                   train: Callable[[dict[str, Any]], Trained]) -> RunResult:
-    """Train one component with ``train`` and save it at ``out``."""
+    """Train one component with ``train`` and save it at ``out``.
+
+    Data-parallel (several processes): every process trains; only the main one saves and
+    prints, the others wait until it has (then return the same RunResult, with no facts:
+    they wrote nothing)."""
     if not ctx.train:
         raise LtsftError(f"{method}: no training examples for {ctx.kind} {ctx.name}")
     record = provenance(ctx.params, method, sections, kind=ctx.kind, **ctx.facts, train_examples=len(ctx.train))
@@ -133,13 +143,15 @@ def run_component(ctx: TrainContext, method: str, sections: Sequence[str], max_l
     trained.component.provenance.update(
         record | {"trainable_parameters": trained.trainable_parameters, "dev_metrics": {"before": before, "after": after}})
     facts = {}
-    for path, artefact, share in trained.extras:
-        artefact.save(path)
-        facts[str(path)] = run_facts(ctx.params, seconds * share)
-    trained.component.save(out)
-    if checkpoints is not None:
-        checkpoints.remove()  # everything it would resume is saved
-    facts[str(out)] = run_facts(ctx.params, seconds)
-    note = f"{trained.note}; " if trained.note else ""
-    print(f"{out}: {method}, {note}{trained.trainable_parameters:,} trained parameters; {scorer.line(before, after)}")
+    if distributed.is_main_process():
+        for path, artefact, share in trained.extras:
+            artefact.save(path)
+            facts[str(path)] = run_facts(ctx.params, seconds * share)
+        trained.component.save(out)
+        if checkpoints is not None:
+            checkpoints.remove()  # everything it would resume is saved
+        facts[str(out)] = run_facts(ctx.params, seconds)
+        note = f"{trained.note}; " if trained.note else ""
+        print(f"{out}: {method}, {note}{trained.trainable_parameters:,} trained parameters; {scorer.line(before, after)}")
+    distributed.barrier()
     return RunResult(trained.component, trained.trainable_parameters, facts)

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pipeline.core import distributed
 from pipeline.core import precision as precisions
 
 
@@ -73,7 +74,13 @@ def component(settings: Any, identity: str, facts: dict[str, Any], model: Any, *
         yield None
         return
     runtime = replace(current(), precision=precisions.resolve(settings.precision), settings=settings, session=None)
-    if settings.checkpoint_every:
+    processes = distributed.world_size()
+    if settings.checkpoint_every and processes > 1:
+        # Each process would need its own RNG states, and only one may write: not built yet.
+        if distributed.is_main_process():
+            print(f"ltsft: runtime.checkpoint_every: not supported with {processes} data-parallel processes yet; "
+                  f"training {identity} without checkpoints", flush=True)
+    elif settings.checkpoint_every:
         key = run_key({**facts, "precision": runtime.precision}, model, *data)
         runtime = replace(runtime, session=Session(settings.checkpoint_dir, identity, key, settings.checkpoint_every))
     with using(runtime):

@@ -15,8 +15,9 @@ import torch
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from pipeline.core.best_checkpoint import BestOnDev, DevCheck
+from pipeline.core import distributed
+from pipeline.core.loss_scaling import global_item_mean
 from pipeline.core.errors import LtsftError
-from pipeline.core.loss_scaling import per_item_loss
 from pipeline.core.runtime import current as current_runtime
 from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.core.parameters import maskable_parameter_names, snapshot
@@ -60,11 +61,13 @@ def run_trainer(
     phase = runtime.phase(description, model, optimizer, callbacks)
     if phase.finished is not None:  # a resumed run: this phase finished before it was killed
         return phase.finished
-    with tempfile.TemporaryDirectory(prefix="ltsft-trainer-") as out_dir, per_item_loss(model, accumulation > 1):
+    with tempfile.TemporaryDirectory(prefix="ltsft-trainer-") as out_dir:
         args = TrainingArguments(
             output_dir=out_dir,
             run_name=description,
-            per_device_train_batch_size=config.batch_size,
+            # The global batch, split over data-parallel processes; precision's flags merged in
+            # (both may ask for use_cpu: bf16 autocast and gloo DDP on a CPU).
+            **(distributed.trainer_arguments(config.batch_size, description) | runtime.trainer_arguments()),
             gradient_accumulation_steps=accumulation,
             learning_rate=config.learning_rate,
             # Epoch budgets are turned into steps here so that min/max clamps apply.
@@ -81,13 +84,13 @@ def run_trainer(
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
-            **runtime.trainer_arguments(),
         )
         trainer = Trainer(
             model=model, args=args, train_dataset=list(train_features), data_collator=phase.collator(collator),
             optimizers=(optimizer, None), callbacks=[*callbacks, *phase.callbacks()],
         )
-        phase.train(trainer)
+        with global_item_mean(model, distributed.world_size(), accumulation):
+            phase.train(trainer)
         history = [dict(entry, phase=description) for entry in trainer.state.log_history]
         for best in callbacks:
             history += [*best.history, best.summary()]

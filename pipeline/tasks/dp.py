@@ -134,6 +134,7 @@ class EncoderParser(nn.Module):
     and turning arc and label scores into a :class:`ParserOutput` with its loss."""
 
     accepts_loss_kwargs = False  # Trainer: do not pass num_items_in_batch to forward
+    loss_items = "heads"  # the loss is a mean over words with a gold head (pipeline/core/loss_scaling.py)
 
     def __init__(self, encoder: PreTrainedModel) -> None:
         super().__init__()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -27,6 +28,7 @@ from pipeline.methods.lt_sft.selection import magnitude_scorer, merge_indices, r
 from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.core.parameters import layer_norm_parameter_names, maskable_parameter_names, restore, snapshot
 from pipeline.core.best_checkpoint import DevCheck
+from pipeline.core.distributed import shared_from_main
 from pipeline.core.sparse_adamw import SparseAdamW
 from pipeline.core.training import PhaseBudget, param_groups, run_trainer  # noqa: F401  (PhaseBudget re-exported)
 
@@ -136,8 +138,11 @@ def train_lt_sft(
             if iteration == config.n_iterations - 1:
                 phase1_diff = SparseDiff.from_states(theta0, phase1, maskable, dense, **(diff_meta or {}))
             scorer = magnitude_scorer(iteration_start, phase1)
-        # Selection: one global threshold over all maskable tensors.
-        selected = merge_indices(selected, select_top_k(scorer, sizes, k_new, exclude=selected))
+        # Selection: one global threshold over all maskable tensors. Data-parallel, the main
+        # process selects and sends its mask: every process then trains exactly the same
+        # entries, whatever the last bits of its weights (they are equal under DDP anyway).
+        selected = merge_indices(selected, shared_from_main(partial(select_top_k, scorer, sizes, k_new,
+                                                                    exclude=selected)))
 
         # Reset everything (head included) to the iteration's starting point.
         restore(model, iteration_start)
