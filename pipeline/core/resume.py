@@ -30,6 +30,9 @@ masks, so a resumed masked-LM run would differ from an uninterrupted one. This m
 callback instead restores the optimizer, schedule and scaler when training begins, and the
 RNG exactly where the uninterrupted run was: it records the RNG state before each collator
 call and replays those of the batches that were prefetched but not yet trained.
+
+One process only: with several data-parallel processes the runtime trains without
+checkpoints (pipeline/core/runtime.py says so in one line).
 """
 
 from __future__ import annotations
