@@ -53,11 +53,12 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 def _prepare(params_path: Path):
     from stages.common import quiet_transformers
     from pipeline.core.config import load_params
+    from pipeline.core.distributed import check_batch_sizes
+    from pipeline.core.runtime import configure
 
     params = load_params(params_path)  # bad params fail before transformers is even imported
-    from pipeline.core.distributed import check_batch_sizes
-
     check_batch_sizes(params.raw)  # launched data-parallel: every batch must split evenly
+    configure(params.runtime)  # a precision this machine cannot run fails here, before any work
     quiet_transformers()
     return params
 

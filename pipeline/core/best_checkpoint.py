@@ -84,3 +84,15 @@ class BestOnDev(TrainerCallback):
         """What the phase's log records about the selection."""
         return {"phase": self.description, "eval_metric": self.check.metric, "best_step": self.best_step,
                 f"best_eval_{self.check.metric}": self.best_value, "select_best": self.select_best}
+
+    # A resumable checkpoint (pipeline/core/resume.py) carries the selection so far: the best
+    # score and step, the scores' history and, with select_best, the best state's tensors.
+    def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {name: value.contiguous() for name, value in (self.best_state or {}).items()}
+        return tensors, {"best_value": self.best_value, "best_step": self.best_step, "history": self.history,
+                         "has_state": self.best_state is not None}
+
+    def restore_checkpoint_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.best_value, self.best_step = meta["best_value"], meta["best_step"]
+        self.history = [dict(entry) for entry in meta["history"]]
+        self.best_state = dict(tensors) if meta["has_state"] else None

@@ -41,7 +41,8 @@ class PhaseBudget:
             raise ValueError("select_best needs eval_every > 0 (the states it chooses from)")
 
     def resolve(self, examples: int, batch_size: int) -> int:
-        """Optimizer steps for a training set of ``examples`` (one device, no accumulation)."""
+        """Optimizer steps for a training set of ``examples``; ``batch_size``: the examples one
+        optimizer step sees (per-device batch × gradient accumulation steps)."""
         if self.steps is not None:
             return self.steps
         steps = math.ceil(math.ceil(examples / batch_size) * self.epochs)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OVERRIDABLE", "TASK_NAMES", "TASK_ONLY", "AblationSettings", "AdapterSpec", "ConfigError", "DataSettings", "DenseSpec",
     "EvalSettings", "LanguageSpec", "LtsftError", "MadxSettings", "ModelSettings", "Params", "PhaseBudget",
-    "PublishedSettings", "RunSpec", "SparsitySettings", "TaskSpec", "TrainSpec", "UserError",
+    "PublishedSettings", "RunSpec", "RuntimeSettings", "SparsitySettings", "TaskSpec", "TrainSpec", "UserError",
     "load_params", "merge_overrides", "overridable", "parse_params", "register_section", "schema_sections",
 ]
 
@@ -175,6 +175,12 @@ class RunSpec:
     learning_rate: float
     seed: int
     progress: bool = True
+    gradient_accumulation_steps: int = 1
+
+
+ACCUMULATION_HELP = ("Micro-batches of batch_size whose gradients are summed into one optimizer step (default 1): "
+                     "an optimizer step sees batch_size x gradient_accumulation_steps examples, and budgets "
+                     "(steps, epochs, min/max_steps, eval_every) count optimizer steps.")
 
 
 @dataclass(frozen=True)
@@ -183,15 +189,17 @@ class DenseSpec:
 
     phase: PhaseBudget = setting("Budget: {steps: N} or {epochs: N} (optionally with min_steps / max_steps, "
                                  "eval_every / select_best).")
-    batch_size: int = setting("Examples per optimizer step.", minimum=1)
+    batch_size: int = setting("Examples per micro-batch (per optimizer step without accumulation).", minimum=1)
     learning_rate: float = setting("AdamW learning rate.", minimum=0.0, exclusive=True)
     max_grad_norm: float = setting("Gradient clipping norm (default 1.0).", minimum=0.0, file_default=1.0)
     max_length: int = setting("Maximum sequence length in subword pieces.", minimum=8)
     head_learning_rate: float | None = setting(
         "A task head's own learning rate (null: learning_rate).", None, minimum=0.0, exclusive=True)
+    gradient_accumulation_steps: int = setting(ACCUMULATION_HELP, 1, minimum=1)
 
     def run(self, seed: int) -> RunSpec:
-        return RunSpec(self.batch_size, self.learning_rate, seed)
+        return RunSpec(self.batch_size, self.learning_rate, seed,
+                       gradient_accumulation_steps=self.gradient_accumulation_steps)
 
 
 @dataclass(frozen=True)
@@ -215,7 +223,7 @@ class TrainSpec:
                                   "eval_every: N (dev score every N optimizer steps) and select_best: true "
                                   "(end the phase on its best dev state, as the reference does).")
     phase2: PhaseBudget = setting("Phase 2 budget (sparse fine-tuning of the K selected entries); the same keys.")
-    batch_size: int = setting("Examples per optimizer step.", minimum=1)
+    batch_size: int = setting("Examples per micro-batch (per optimizer step without accumulation).", minimum=1)
     learning_rate: float = setting("AdamW learning rate.", minimum=0.0, exclusive=True)
     weight_decay: float = setting("AdamW weight decay.", minimum=0.0)
     l1_lambda: float = setting("L1 penalty pulling the weights towards θ0 (0: none).", minimum=0.0)
@@ -224,6 +232,7 @@ class TrainSpec:
     max_length: int = setting("Maximum sequence length in subword pieces.", minimum=8)
     head_learning_rate: float | None = setting(
         "A task head's own learning rate (null: learning_rate).", None, minimum=0.0, exclusive=True)
+    gradient_accumulation_steps: int = setting(ACCUMULATION_HELP, 1, minimum=1)
 
     def lottery(self, k: int, seed: int, selection: str = "magnitude") -> LotteryConfig:
         from pipeline.methods.lt_sft.lottery import LotteryConfig  # torch: only once training starts
@@ -334,6 +343,25 @@ class PublishedSettings:
         "targets outside adapter_languages).", ())
 
 
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # pipeline.core.precision resolves them (torch-free here)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeSettings:
+    """``runtime``: how training runs on this machine (numeric precision, resumable checkpoints)."""
+
+    precision: str = setting(
+        "Training precision: fp32; bf16 or fp16 mixed precision (the Trainer's own autocast, fp16 with its "
+        "gradient scaler; master weights stay fp32); auto: bf16 where the GPU supports it, else fp32. fp16 needs "
+        "a CUDA GPU; bf16 also runs on CPU (slowly).", "fp32", choices=PRECISIONS)
+    checkpoint_every: int = setting(
+        "Write a resumable checkpoint of each training phase every N optimizer steps (0: never). A stage killed "
+        "and re-run resumes from its last checkpoint and ends bit-identical to an uninterrupted run.", 0, minimum=0)
+    checkpoint_dir: str = setting(
+        "Where checkpoints are kept (outside DVC's outputs, git- and DVC-ignored); removed when a run finishes.",
+        ".ltsft/checkpoints")
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvalSettings:
     """``eval``: zero-shot evaluation."""
@@ -362,6 +390,8 @@ class Params:
     ablation: AblationSettings = setting("The sparsity sweep.")
     published: PublishedSettings = setting("The authors' released diffs (paper presets; empty lists elsewhere).")
     eval: EvalSettings = setting("Zero-shot evaluation.")
+    runtime: RuntimeSettings = setting("Training precision and resumable checkpoints (null or absent: fp32, none).",
+                                       default_factory=RuntimeSettings)
     methods: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, metadata={
         "help": "The method-owned sections (METHOD_SECTIONS), parsed; read as attributes.", "derived": True})
 

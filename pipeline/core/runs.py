@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core import distributed
 from pipeline.core.errors import LtsftError
+from pipeline.core.runtime import component as component_runtime
+from pipeline.core.runtime import current as current_runtime
 
 if TYPE_CHECKING:  # runs is imported while the method registry registers (no cycle at run time)
     from pipeline.core.method import TrainContext
@@ -128,9 +130,15 @@ def run_component(ctx: TrainContext, method: str, sections: Sequence[str], max_l
     # A language's starting dev loss says what its component achieved; a task head starts
     # random, so its starting score says nothing (and costs an evaluation).
     before = scorer(ctx.model) if ctx.kind == "lang" else {}
-    started = time.monotonic()
-    trained = train(record)
-    seconds = time.monotonic() - started
+    # Precision and, with runtime.checkpoint_every, a checkpoint session keyed by this run's
+    # params, starting model and data: a killed run re-run resumes (pipeline/core/resume.py).
+    with component_runtime(getattr(ctx.params, "runtime", None), f"{method}-{ctx.kind}-{ctx.name}", record, ctx.model,
+                           ctx.train, ctx.dev) as checkpoints:
+        if (mode := current_runtime().precision) != "fp32":
+            record["precision"] = mode  # the numbers depend on it (fp32, the default, is recorded by omission)
+        started = time.monotonic()
+        trained = train(record)
+        seconds = time.monotonic() - started
     after = scorer(ctx.model)
     trained.component.provenance.update(
         record | {"trainable_parameters": trained.trainable_parameters, "dev_metrics": {"before": before, "after": after}})
@@ -140,6 +148,8 @@ def run_component(ctx: TrainContext, method: str, sections: Sequence[str], max_l
             artefact.save(path)
             facts[str(path)] = run_facts(ctx.params, seconds * share)
         trained.component.save(out)
+        if checkpoints is not None:
+            checkpoints.remove()  # everything it would resume is saved
         facts[str(out)] = run_facts(ctx.params, seconds)
         note = f"{trained.note}; " if trained.note else ""
         print(f"{out}: {method}, {note}{trained.trainable_parameters:,} trained parameters; {scorer.line(before, after)}")

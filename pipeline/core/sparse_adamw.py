@@ -134,3 +134,61 @@ class SparseAdamW(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
         self._inner.zero_grad(set_to_none)
+
+    # ------------------------------------------------------------------ resumable state
+    def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything a resumed run needs, as tensors (safetensors) and JSON: torch AdamW's
+        state of each trained target (K-sized for indexed parameters), the groups' current
+        rates, and the selection (checked on restore: a checkpoint of another mask is refused).
+        The shadows themselves are not stored: they equal the parameters at their indices
+        (scattered back after every step), so ``restore_checkpoint_state`` gathers them again."""
+        tensors: dict[str, torch.Tensor] = {}
+        ordered = self._ordered_params()
+        for i, p in enumerate(ordered):
+            target = self._targets.get(id(p))
+            for name, value in (self._inner.state.get(target, {}) if target is not None else {}).items():
+                tensors[f"state.{i}.{name}"] = value.detach().cpu().contiguous()
+            idx = self._indices.get(id(p))
+            if idx is not None:
+                tensors[f"indices.{i}"] = idx.detach().cpu().contiguous()
+        meta = {"groups": [{key: group[key] for key in ("lr", "initial_lr") if key in group}
+                           for group in self.param_groups],
+                "params": len(ordered)}
+        return tensors, meta
+
+    def restore_checkpoint_state(self, tensors: Mapping[str, torch.Tensor], meta: dict) -> None:
+        """Put back what ``checkpoint_state`` saved, after the parameters themselves are restored."""
+        ordered = self._ordered_params()
+        if meta.get("params") != len(ordered) or not self.same_selection(tensors):
+            raise ValueError("the checkpoint's optimizer has other parameters or another selection")
+        for group, saved in zip(self.param_groups, meta["groups"], strict=True):
+            group.update(saved)
+        for i, p in enumerate(ordered):
+            target = self._targets.get(id(p))
+            if target is None:
+                continue
+            idx = self._indices.get(id(p))
+            if idx is not None:
+                with torch.no_grad():
+                    target.copy_(p.detach().reshape(-1).index_select(0, idx))
+            prefix = f"state.{i}."
+            state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+            if state:
+                # torch keeps AdamW's step counter on the CPU unless fused (then beside the parameter).
+                fused = bool(self._inner.defaults.get("fused"))
+                self._inner.state[target] = {
+                    name: value.to(target.device if name != "step" or fused else torch.device("cpu"))
+                    for name, value in state.items()}
+                self.state[p] = self._inner.state[target]
+
+    def same_selection(self, tensors: Mapping[str, torch.Tensor]) -> bool:
+        """Whether ``tensors`` (from ``checkpoint_state``) hold this optimizer's selection."""
+        ordered = self._ordered_params()
+        for i, p in enumerate(ordered):
+            idx, saved = self._indices.get(id(p)), tensors.get(f"indices.{i}")
+            if (idx is None) != (saved is None) or (idx is not None and not torch.equal(idx.cpu(), saved)):
+                return False
+        return True
+
+    def _ordered_params(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.param_groups for p in group["params"]]

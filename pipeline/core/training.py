@@ -18,6 +18,7 @@ from pipeline.core.best_checkpoint import BestOnDev, DevCheck
 from pipeline.core import distributed
 from pipeline.core.loss_scaling import global_item_mean
 from pipeline.core.errors import LtsftError
+from pipeline.core.runtime import current as current_runtime
 from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.core.parameters import maskable_parameter_names, snapshot
 
@@ -27,10 +28,11 @@ from pipeline.core.budget import PhaseBudget  # noqa: F401  (re-exported: it liv
 class RunSettings(Protocol):
     """What a training run needs besides its budget (LotteryConfig is one)."""
 
-    batch_size: int
+    batch_size: int  # per micro-batch
     learning_rate: float
     seed: int
     progress: bool
+    gradient_accumulation_steps: int  # micro-batches per optimizer step (read with a default of 1)
 
 
 def run_trainer(
@@ -52,14 +54,24 @@ def run_trainer(
         if dev is None:
             raise LtsftError(f"{description}: eval_every is set but this run has no dev set to score")
         callbacks.append(BestOnDev(model, dev, budget.eval_every, budget.select_best, description))
+    accumulation = getattr(config, "gradient_accumulation_steps", 1)
+    # Budgets count optimizer steps; an epoch is examples / (batch_size x accumulation) of them.
+    steps = budget.resolve(len(train_features), config.batch_size * accumulation)
+    runtime = current_runtime()  # precision and checkpoints (pipeline/core/runtime.py)
+    phase = runtime.phase(description, model, optimizer, callbacks)
+    if phase.finished is not None:  # a resumed run: this phase finished before it was killed
+        return phase.finished
     with tempfile.TemporaryDirectory(prefix="ltsft-trainer-") as out_dir:
         args = TrainingArguments(
             output_dir=out_dir,
             run_name=description,
-            **distributed.trainer_arguments(config.batch_size, description),  # global batch, split over processes
+            # The global batch, split over data-parallel processes; precision's flags merged in
+            # (both may ask for use_cpu: bf16 autocast and gloo DDP on a CPU).
+            **(distributed.trainer_arguments(config.batch_size, description) | runtime.trainer_arguments()),
+            gradient_accumulation_steps=accumulation,
             learning_rate=config.learning_rate,
             # Epoch budgets are turned into steps here so that min/max clamps apply.
-            max_steps=budget.resolve(len(train_features), config.batch_size),
+            max_steps=steps,
             lr_scheduler_type="linear",
             max_grad_norm=0.0,  # our optimizers clip (SparseAdamW: over the trainable entries only)
             seed=config.seed,
@@ -67,22 +79,22 @@ def run_trainer(
             save_strategy="no",
             report_to="none",
             logging_strategy="steps",
-            logging_steps=max(1, budget.resolve(len(train_features), config.batch_size) // 5),
+            logging_steps=max(1, steps // 5),
             disable_tqdm=not config.progress,
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
         )
         trainer = Trainer(
-            model=model, args=args, train_dataset=list(train_features), data_collator=collator,
-            optimizers=(optimizer, None), callbacks=callbacks,
+            model=model, args=args, train_dataset=list(train_features), data_collator=phase.collator(collator),
+            optimizers=(optimizer, None), callbacks=[*callbacks, *phase.callbacks()],
         )
-        with global_item_mean(model, distributed.world_size()):
-            trainer.train()
+        with global_item_mean(model, distributed.world_size(), accumulation):
+            phase.train(trainer)
         history = [dict(entry, phase=description) for entry in trainer.state.log_history]
         for best in callbacks:
             history += [*best.history, best.summary()]
-        return history
+        return phase.finish(history)
 
 
 def train_parameters(

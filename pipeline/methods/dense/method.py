@@ -44,7 +44,8 @@ class DenseComposed(SubsetDiffMethod):
         sft = params.task_sft  # the same budget and settings as LT-SFT's dense phase 1
         return DenseSpec(phase=sft.phase1, batch_size=sft.batch_size, learning_rate=sft.learning_rate,
                          max_grad_norm=sft.max_grad_norm, max_length=sft.max_length,
-                         head_learning_rate=sft.head_learning_rate)
+                         head_learning_rate=sft.head_learning_rate,
+                         gradient_accumulation_steps=sft.gradient_accumulation_steps)
 
 
 @register

@@ -48,6 +48,7 @@ class LotteryConfig:
     selection: Literal["magnitude", "random"] = "magnitude"
     seed: int = 42
     progress: bool = True
+    gradient_accumulation_steps: int = 1  # optimizer step = batch_size x this; budgets count optimizer steps
 
 
 @dataclass
