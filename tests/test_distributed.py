@@ -154,6 +154,18 @@ def test_the_global_batch_is_split_over_the_processes(monkeypatch):
         distributed.trainer_arguments(8, "iter1-phase1")
 
 
+def test_one_process_seeing_several_gpus_keeps_the_global_batch(monkeypatch):
+    # The Trainer wraps the model in nn.DataParallel and multiplies the per-device batch by
+    # the GPU count; the per-device batch is divided so that a step still sees batch_size.
+    for name in LAUNCHER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert distributed.trainer_arguments(8, "phase") == {"per_device_train_batch_size": 2}
+    with pytest.raises(LtsftError, match="phase: batch_size 6 is not divisible by the 4 visible GPUs"):
+        distributed.trainer_arguments(6, "phase")
+
+
 def test_an_indivisible_batch_size_is_named_before_any_work(monkeypatch, tmp_path):
     params = smoke_params()
     params["eval"]["batch_size"] = 33  # evaluation is not split: not checked

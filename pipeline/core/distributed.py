@@ -112,13 +112,28 @@ def trainer_arguments(batch_size: int, description: str) -> dict[str, Any]:
     """
     size = world_size()
     if size == 1:
-        return {"per_device_train_batch_size": batch_size}
+        return {"per_device_train_batch_size": _one_process_batch(batch_size, description)}
     if batch_size % size:
         raise LtsftError(f"{description}: batch_size {batch_size} is not divisible by the {size} processes")
     arguments: dict[str, Any] = {"per_device_train_batch_size": batch_size // size}
     if _uses_cpu():
         arguments |= {"use_cpu": True, "ddp_backend": "gloo"}
     return arguments
+
+
+def _one_process_batch(batch_size: int, description: str) -> int:
+    """One process that sees G > 1 GPUs: the Trainer wraps the model in ``nn.DataParallel``
+    and takes ``per_device_train_batch_size × G`` examples per step, so the per-device batch
+    is ``batch_size / G`` to keep params.yaml's batch the step's batch."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus <= 1:
+        return batch_size
+    if batch_size % gpus:
+        raise LtsftError(f"{description}: batch_size {batch_size} is not divisible by the {gpus} visible GPUs "
+                         "(set CUDA_VISIBLE_DEVICES to one GPU, or launch with torchrun)")
+    return batch_size // gpus
 
 
 def check_batch_sizes(tree: Mapping[str, Any], size: int | None = None, prefix: str = "") -> None:
