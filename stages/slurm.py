@@ -81,7 +81,7 @@ def run(targets: Sequence[str], resources: Resources, dry_run: bool) -> list[tup
         raise LtsftError("sbatch: not found on PATH (not a SLURM login node?); `--dry-run` shows the plan without it")
     _print_plan(jobs)
     if dry_run:
-        print("\nsbatch lines (<job> stands for that job's id; nothing written, nothing submitted):")
+        print("\nThe sbatch commands, in order (<job> stands for that job's id; dry run: nothing written or submitted):")
         for job in jobs:
             placeholders = [f"<{name}>" for name in job.after]
             print("sbatch " + " ".join(sbatch_arguments(job, folder, resources, placeholders, root)))
