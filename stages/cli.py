@@ -334,14 +334,26 @@ def slurm_submit(
 ) -> None:
     """Submit the stages `dvc repro` would run as sbatch jobs that wait for their inputs' jobs.
 
-    Each job runs its stage's command and records it in dvc.lock; a last job records them
-    all, so that afterwards `dvc repro` has nothing to do. Scripts and logs: .ltsft/slurm/.
+    Each job runs its stage's command and records the stage in dvc.lock (`dvc commit`), so that
+    afterwards `dvc repro` has nothing to do; a last job checks that. Scripts and logs: .ltsft/slurm/.
     """
     from stages import slurm as stage
     from stages.slurm_plan import Resources
 
     resources = Resources(partition, gpus_per_job, time, cpus_per_task, mem, account, tuple(sbatch_arg or ()))
     stage.run(targets or [], resources, dry_run)
+
+
+@slurm_app.command("check")
+@one_line_errors
+def slurm_check(stages: Annotated[list[str], typer.Argument(help="DVC stage names, e.g. train_lang_lt_sft@en.")]) -> None:
+    """Exit 0 when dvc.lock records every STAGE as it is now (`dvc repro` would skip them all).
+
+    The last job of `ltsft slurm submit` runs it; one DVC pass, however many stages.
+    """
+    from stages import slurm as stage
+
+    stage.check(stages)
 
 
 if __name__ == "__main__":  # `python -m stages.cli …`, e.g. under accelerate launch or torchrun

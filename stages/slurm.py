@@ -19,7 +19,7 @@ from pipeline.core.atomic import atomic_file
 from pipeline.core.errors import LtsftError
 from stages import layout
 from stages.slurm_plan import (
-    COMMIT_JOB,
+    CHECK_JOB,
     Environment,
     Job,
     Resources,
@@ -68,6 +68,28 @@ def _stage_info(stage, graph, root: Path) -> StageInfo:
     )
 
 
+def check(names: Sequence[str]) -> None:
+    """The last job's check: every stage of the submission is recorded and unchanged, so
+    `dvc repro` has nothing to do for them. One pass over DVC's index (`dvc status` with
+    targets rebuilds it for each one: minutes for a paper-size plan)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo() as repo, repo.lock:
+            stages = {stage.addressing: stage for stage in repo.index.stages}
+            gone = [name for name in names if name not in stages]
+            stale = [name for name in names if name in stages and stages[name].changed()]
+    except DvcException as err:
+        raise LtsftError(f"dvc: {str(err).splitlines()[0]}") from None
+    if gone:
+        raise LtsftError(f"no longer in dvc.yaml: {', '.join(gone)}; run `ltsft slurm submit` again")
+    if stale:
+        # Each job recorded its stage as it ended: a stage changed now had an input edited since.
+        raise LtsftError(f"changed since their jobs recorded them: {', '.join(stale)}; run `ltsft slurm submit` again")
+    print(f"All {len(names)} stages of this submission are up to date: `dvc repro` has nothing to do for them.")
+
+
 def run(targets: Sequence[str], resources: Resources, dry_run: bool) -> list[tuple[str, str]]:
     """Plan, print, and (unless ``dry_run``) submit; returns (job, id) pairs as submitted."""
     root, stages, changed = read_pipeline(targets)
@@ -92,15 +114,17 @@ def run(targets: Sequence[str], resources: Resources, dry_run: bool) -> list[tup
         handle.write("".join(f"{job}\t{job_id}\n" for job, job_id in submitted))
     last = submitted[-1][1]
     print(f"\n{len(submitted)} jobs submitted; logs and scripts in {layout.SLURM}/, ids in {layout.SLURM}/jobs.tsv.")
-    print(f"When job {last} ({COMMIT_JOB}) has finished, `dvc status` is clean and `dvc repro` has nothing to do.")
+    print(f"Each job records its stage in dvc.lock as it ends; the last, {last} ({CHECK_JOB}), checks that "
+          "`dvc repro` then has nothing to do.")
     return submitted
 
 
 def _print_plan(jobs: list[Job]) -> None:
     width = max(len(job.name) for job in jobs)
-    print(f"Plan: {len(jobs) - 1} stage jobs, then {COMMIT_JOB} (records them all), in submission order:")
+    print(f"Plan: {len(jobs) - 1} stage jobs, then {CHECK_JOB} (checks that dvc.lock records them all), "
+          "in submission order:")
     for job in jobs:
-        if job.name == COMMIT_JOB:
+        if job.name == CHECK_JOB:
             after = f"after all {len(job.after)}"
         else:
             after = "after " + ", ".join(job.after) if job.after else ""
@@ -134,7 +158,7 @@ def _submit(sbatch: str, jobs: list[Job], folder: Path, resources: Resources, ro
 
 
 def _cancel(job_ids: list[str]) -> None:
-    """Take back a half-submitted plan: its first jobs would otherwise run (and commit) alone."""
+    """Take back a half-submitted plan: its first jobs would otherwise run (and record themselves) alone."""
     scancel = shutil.which("scancel")
     if job_ids and scancel:
         subprocess.run([scancel, *job_ids], capture_output=True, check=False)

@@ -5,8 +5,9 @@ it reads, so independent stages run at once on as many nodes as the cluster give
 its stage's own command, not ``dvc repro``: DVC holds the repository's lock for the whole of a
 ``dvc repro``, so concurrent ``dvc repro --single-item`` jobs would queue behind each other.
 After its command, a job records its stage with ``dvc commit`` (the lock is held for seconds),
-so a failure further down keeps what finished. A last job, after all others, commits every
-planned stage again and prints ``dvc status``: then ``dvc repro`` finds everything up to date.
+so a failure further down keeps what finished, and so when the last stage ends, dvc.lock
+records them all and ``dvc repro`` finds everything up to date. A last job, after all others,
+checks that (``ltsft slurm check``): it fails, naming them, if stages changed while they ran.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pipeline.core.errors import LtsftError
 
 # The last job's name. No stage can take it: a stage's own name has no dot, a foreach stage's
 # has an "@", and one in another folder's dvc.yaml keeps that folder in its name.
-COMMIT_JOB = "dvc.commit"
+CHECK_JOB = "dvc.check"
 JOB_PREFIX = "ltsft-"
 
 
@@ -57,7 +58,7 @@ class Resources:
     extra: tuple[str, ...] = field(default_factory=tuple)  # further sbatch options, as given
 
     def options(self, compute: bool = True) -> list[str]:
-        """sbatch options; ``compute=False`` (the commit job) drops GPUs, CPUs and memory: it only hashes files."""
+        """sbatch options; ``compute=False`` (the last job) drops GPUs, CPUs and memory: it only hashes files."""
         pairs = [("partition", self.partition), ("account", self.account), ("time", self.time)]
         if compute:
             pairs += [("gpus", self.gpus), ("cpus-per-task", self.cpus_per_task), ("mem", self.mem)]
@@ -104,9 +105,9 @@ def _header(env: Environment, title: str, stage: str | None = None) -> list[str]
     ]
 
 
-def _commit(stages: Sequence[str]) -> str:
+def _commit(stage: str) -> str:
     # --wait-for-lock: jobs that end together queue for the repository lock instead of failing.
-    return "dvc --wait-for-lock commit --force --quiet " + " ".join(shlex.quote(name) for name in stages)
+    return f"dvc --wait-for-lock commit --force --quiet {shlex.quote(stage)}"
 
 
 def stage_script(stage: StageInfo, env: Environment) -> str:
@@ -118,13 +119,13 @@ def stage_script(stage: StageInfo, env: Environment) -> str:
     if stage.wdir not in ("", "."):
         run = [f"cd {shlex.quote(stage.wdir)}", *run, f"cd {shlex.quote(str(env.root))}"]
     lines += run
-    lines += ["# Record the stage in dvc.lock now, so that a later failure keeps it.", _commit([stage.name])]
+    lines += ["# Record the stage in dvc.lock now, so that a later failure keeps it.", _commit(stage.name)]
     return "\n".join(lines) + "\n"
 
 
-def commit_script(stages: Sequence[str], env: Environment) -> str:
-    lines = _header(env, "SLURM job after all stage jobs: record every planned stage, then show that nothing is left")
-    lines += [_commit(stages), "dvc status"]
+def check_script(stages: Sequence[str], env: Environment) -> str:
+    lines = _header(env, "SLURM job after all stage jobs: each recorded its stage; check that none changed since")
+    lines += ["ltsft slurm check " + " ".join(shlex.quote(name) for name in stages)]
     return "\n".join(lines) + "\n"
 
 
@@ -144,7 +145,7 @@ def plan(stages: Sequence[StageInfo], changed: set[str], env: Environment) -> li
         for stage in runnable
     ]
     everything = tuple(stage.name for stage in runnable)
-    jobs.append(Job(COMMIT_JOB, everything, tuple(job.name for job in jobs), commit_script(everything, env)))
+    jobs.append(Job(CHECK_JOB, everything, tuple(job.name for job in jobs), check_script(everything, env)))
     return jobs
 
 
@@ -158,5 +159,5 @@ def sbatch_arguments(job: Job, folder: Path, resources: Resources, after_ids: Se
     if after_ids:
         # A failed stage cancels everything downstream instead of leaving it pending for ever.
         arguments += [f"--dependency=afterok:{':'.join(after_ids)}", "--kill-on-invalid-dep=yes"]
-    arguments += resources.options(compute=job.name != COMMIT_JOB)
+    arguments += resources.options(compute=job.name != CHECK_JOB)
     return arguments + [str(folder / (job.name + ".sh"))]

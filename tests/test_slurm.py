@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from pipeline.core.errors import LtsftError
 from stages.cli import app
 from stages.slurm_plan import (
-    COMMIT_JOB,
+    CHECK_JOB,
     Environment,
     StageInfo,
     job_name,
@@ -110,9 +110,9 @@ def test_plan_of_the_smoke_graph(smoke_repo, fake_bin):
     calls = sbatch_calls(fake_bin)
     stages = stage_names()
     assert len(stages) >= 20  # the smoke graph really was read
-    # A fresh clone: every stage runs, then the commit job, last.
+    # A fresh clone: every stage runs, then the check job, last.
     assert sorted(call["job"] for call in calls[:-1]) == sorted(stages)
-    assert calls[-1]["job"] == COMMIT_JOB
+    assert calls[-1]["job"] == CHECK_JOB
     by_job = {call["job"]: call for call in calls}
     name_of = {call["id"]: call["job"] for call in calls}
 
@@ -134,13 +134,13 @@ def test_plan_of_the_smoke_graph(smoke_repo, fake_bin):
     # Independent stages run at once: no language component waits for another.
     for stage in (s for s in stages if s.startswith("train_lang_")):
         assert after(stage) == {"download", "prepare_model"}, stage
-    assert after(COMMIT_JOB) == set(stages)
+    assert after(CHECK_JOB) == set(stages)
 
-    # Resources: every stage's job gets them; the commit job only partition, time and extras.
+    # Resources: every stage's job gets them; the check job only partition, time and extras.
     for call in calls:
         options = call["options"]
         assert (options["partition"], options["time"], options["qos"]) == ("gpu", "1:00:00", "long")
-        assert options.get("gpus") == (None if call["job"] == COMMIT_JOB else "1")
+        assert options.get("gpus") == (None if call["job"] == CHECK_JOB else "1")
         assert options["chdir"] == str(smoke_repo)
         assert options["output"] == str(smoke_repo / ".ltsft" / "slurm" / f"{call['job']}.out")
         assert options.get("kill-on-invalid-dep") == ("yes" if call["after"] else None)
@@ -153,8 +153,8 @@ def test_plan_of_the_smoke_graph(smoke_repo, fake_bin):
     commit = lines.index("dvc --wait-for-lock commit --force --quiet train_lang_lt_sft@en")
     assert lines[0] == "#!/bin/bash" and remove < command < commit
     assert f"cd {smoke_repo}" in lines and os.access(by_job["train_lang_lt_sft@en"]["script"], os.X_OK)
-    final = Path(by_job[COMMIT_JOB]["script"]).read_text()
-    assert all(f" {stage}" in final for stage in stages) and final.rstrip().endswith("dvc status")
+    final = Path(by_job[CHECK_JOB]["script"]).read_text().rstrip().splitlines()[-1]
+    assert final.startswith("ltsft slurm check ") and sorted(final.split()[3:]) == sorted(stages)
     # The ids, for squeue/scancel (and scripts/slurm_smoke.sh).
     tsv = (smoke_repo / ".ltsft" / "slurm" / "jobs.tsv").read_text().splitlines()
     assert tsv == [f"{call['job']}\t{call['id']}" for call in calls]
@@ -166,12 +166,12 @@ def test_dry_run_prints_the_plan_and_touches_nothing(smoke_repo, tmp_path, monke
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     plan_lines = [line.split() for line in lines if line.startswith("  ")]
-    assert [words[0] for words in plan_lines][-1] == COMMIT_JOB
+    assert [words[0] for words in plan_lines][-1] == CHECK_JOB
     assert sorted(words[0] for words in plan_lines[:-1]) == sorted(stage_names())
     sbatch_lines = [line for line in lines if line.startswith("sbatch ")]
     assert len(sbatch_lines) == len(plan_lines)
     assert "--dependency=afterok:<prepare_model>:<download>" in next(line for line in sbatch_lines if "train_lang_madx@xx" in line)
-    assert all(("--cpus-per-task=4" in line) != (COMMIT_JOB in line) for line in sbatch_lines)
+    assert all(("--cpus-per-task=4" in line) != (CHECK_JOB in line) for line in sbatch_lines)
     assert not (smoke_repo / ".ltsft").exists()
 
 
@@ -203,15 +203,23 @@ def test_nothing_to_do_then_only_what_changed_and_downstream(smoke_repo, fake_bi
     result = submit()
     assert result.exit_code == 0, result.output
     assert "Nothing to do" in result.output and sbatch_calls(fake_bin) == []
+    # The last job's check passes on an up-to-date repository...
+    check = runner.invoke(app, ["slurm", "check", *stage_names()])
+    assert check.exit_code == 0 and f"All {len(stage_names())} stages" in check.stdout
 
     # Language components' code changes: they and what reads them run, nothing upstream of them.
     with open(smoke_repo / "stages" / "train_lang.py", "a") as handle:
         handle.write("# changed\n")
+    # ... and names what changed since it was recorded (and only that), or what is gone.
+    check = runner.invoke(app, ["slurm", "check", "prepare_model", "train_lang_madx@xx", "train_task_bitfit@pos"])
+    assert check.exit_code == 2 and check.stderr.count("\n") == 1
+    assert "changed since their jobs recorded them: train_lang_madx@xx;" in check.stderr
+    assert runner.invoke(app, ["slurm", "check", "train_lang_madx@zz"]).stderr.startswith("error: no longer in dvc.yaml: train_lang_madx@zz")
     result = submit()
     assert result.exit_code == 0, result.output
     calls = sbatch_calls(fake_bin)
     jobs = [call["job"] for call in calls]
-    assert jobs[-1] == COMMIT_JOB
+    assert jobs[-1] == CHECK_JOB
     lang = {s for s in stage_names() if s.startswith("train_lang_")}
     assert lang <= set(jobs) and len(lang) == 9
     for untouched in ("download", "prepare_model", "train_task_full_ft@pos", "train_task_bitfit@pos",
@@ -229,7 +237,7 @@ def test_nothing_to_do_then_only_what_changed_and_downstream(smoke_repo, fake_bi
     # A target: only what it needs (as `dvc repro TARGET`).
     (fake_bin / "sbatch.jsonl").unlink()
     assert submit("train_task_lt_sft@pos").exit_code == 0
-    assert [call["job"] for call in sbatch_calls(fake_bin)] == ["train_lang_lt_sft@en", "train_task_lt_sft@pos", COMMIT_JOB]
+    assert [call["job"] for call in sbatch_calls(fake_bin)] == ["train_lang_lt_sft@en", "train_task_lt_sft@pos", CHECK_JOB]
 
 
 def test_sbatch_missing_is_one_line(smoke_repo, tmp_path, monkeypatch):
@@ -276,7 +284,7 @@ def test_to_run_is_the_changed_stages_and_their_descendants_in_order():
     assert to_run(stages, set()) == []
     # A changed data source is no job, but what reads it runs.
     jobs = plan(stages, {"s"}, ENV)
-    assert [job.name for job in jobs] == ["e", COMMIT_JOB] and jobs[0].after == ()
+    assert [job.name for job in jobs] == ["e", CHECK_JOB] and jobs[0].after == ()
 
 
 def test_scripts_and_names():
