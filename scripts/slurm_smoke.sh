@@ -5,7 +5,8 @@
 # state, sockets and logs in a scratch folder, nothing under /etc changed), clones this
 # repository's HEAD into the scratch folder, runs `ltsft preset smoke` and `ltsft slurm submit`
 # there, waits for every job, prints each job's state and run time, and checks that
-# `dvc status` is clean and that a second `ltsft slurm submit` has nothing to do.
+# `dvc status` is clean, that `dvc repro` runs nothing and that a second `ltsft slurm submit`
+# has nothing to do.
 # Stops the daemons it started (by their pid files) on exit.
 #
 # Needs: Debian's slurm-wlm and munge (installed with apt-get when missing and run as root),
@@ -136,6 +137,9 @@ say "dvc status:"
 status=$(dvc status)
 echo "$status" | sed 's/^/  /'
 grep -q "up to date" <<<"$status" || die "dvc status is not clean"
+repro=$(dvc repro 2>&1)
+grep -q "Running stage" <<<"$repro" && die "dvc repro ran stages: $repro"
+say "dvc repro: $(grep -c "didn't change, skipping" <<<"$repro") stages skipped, none run"
 again=$(ltsft slurm submit --dry-run)
 echo "$again" | sed 's/^/  /'
 grep -q "Nothing to do" <<<"$again" || die "a second submission would still run stages"
