@@ -6,7 +6,8 @@
 # repository's HEAD into the scratch folder, runs `ltsft preset smoke` and `ltsft slurm submit`
 # there, waits for every job, prints each job's state and run time, and checks that
 # `dvc status` is clean, that `dvc repro` runs nothing and that a second `ltsft slurm submit`
-# has nothing to do.
+# has nothing to do. Then breaks one stage (overlap), checks that only what depends on it is
+# cancelled, fixes it and checks that a new submission runs just that stage and its dependents.
 # Stops the daemons it started (by their pid files) on exit.
 #
 # Needs: Debian's slurm-wlm and munge (installed with apt-get when missing and run as root),
@@ -109,38 +110,83 @@ export OMP_NUM_THREADS=1
 [[ $(python -c 'import stages, os; print(os.path.dirname(os.path.dirname(stages.__file__)))') == "$scratch/repo" ]] \
     || die "the clone's code is not the one imported"
 ltsft preset smoke
-ltsft slurm submit --cpus-per-task 1 --time 2:00:00
-mapfile -t ids < <(cut -f2 .ltsft/slurm/jobs.tsv)
-say "${#ids[@]} jobs submitted; waiting (up to ${timeout_s}s)"
-start=$(date +%s)
-ids_csv=$(IFS=,; echo "${ids[*]}")
-while [[ -n $(squeue -h -j "$ids_csv" -t PENDING,RUNNING,CONFIGURING,COMPLETING 2>/dev/null) ]]; do
-    (( $(date +%s) - start < timeout_s )) || die "jobs still queued after ${timeout_s}s: $(squeue -h -j "$ids_csv" -o '%i %j %T' | tr '\n' ';')"
-    sleep 10
+
+# Submit what `ltsft slurm submit` plans, wait for every job, print each one's state; sets
+# $states ("job=STATE ...") and $wall (seconds from submission to the last job's end).
+submit_and_wait() {
+    ltsft slurm submit --cpus-per-task 1 --time 2:00:00 | grep -v '^submitted'
+    local ids ids_csv start line state runtime node job id times=""
+    mapfile -t ids < <(cut -f2 .ltsft/slurm/jobs.tsv)
+    say "${#ids[@]} jobs submitted; waiting (up to ${timeout_s}s)"
+    start=$(date +%s)
+    ids_csv=$(IFS=,; echo "${ids[*]}")
+    while [[ -n $(squeue -h -j "$ids_csv" -t PENDING,RUNNING,CONFIGURING,COMPLETING 2>/dev/null) ]]; do
+        (( $(date +%s) - start < timeout_s )) || die "jobs still queued after ${timeout_s}s"
+        sleep 5
+    done
+    wall=$(( $(date +%s) - start ))
+    say "jobs (id, name, state, run time, node):"
+    states=""
+    while IFS=$'\t' read -r job id; do
+        line=$(scontrol show job -o "$id")
+        state=$(grep -o 'JobState=[A-Z_]*' <<<"$line" | cut -d= -f2)
+        runtime=$(grep -o 'RunTime=[0-9:-]*' <<<"$line" | cut -d= -f2)
+        node=$(grep -o ' NodeList=[^ ]*' <<<"$line" | cut -d= -f2)
+        printf '  %-8s %-32s %-10s %-9s %s\n' "$id" "$job" "$state" "$runtime" "${node:-(none)}"
+        states+="$job=$state "
+        [[ $runtime != 00:00:00 ]] && times+="$(grep -o 'StartTime=[^ ]*' <<<"$line" | cut -d= -f2) $(grep -o 'EndTime=[^ ]*' <<<"$line" | cut -d= -f2)"$'\n'
+    done <.ltsft/slurm/jobs.tsv
+    # Independent stages really ran at once: the most jobs running at the same moment.
+    local most
+    most=$(python - "$times" <<'PY'
+import sys
+from datetime import datetime
+events = []
+for line in sys.argv[1].split("\n"):
+    if line.strip():
+        start, end = (datetime.fromisoformat(t).timestamp() for t in line.split())
+        events += [(start, 1), (end, -1)]
+running = most = 0
+for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+    running += step
+    most = max(most, running)
+print(most)
+PY
+)
+    say "wall time from submission to the last job's end: ${wall}s; at most $most jobs running at once"
+}
+
+expect_clean() {
+    local status repro again
+    status=$(dvc status)
+    say "dvc status: $status"
+    grep -q "up to date" <<<"$status" || die "dvc status is not clean"
+    repro=$(dvc repro 2>&1)
+    grep -q "Running stage" <<<"$repro" && die "dvc repro ran stages: $repro"
+    say "dvc repro: $(grep -c "didn't change, skipping" <<<"$repro") stages skipped, none run"
+    again=$(ltsft slurm submit --dry-run)
+    say "ltsft slurm submit again: $again"
+    grep -q "Nothing to do" <<<"$again" || die "a second submission would still run stages"
+}
+
+say "1/3: the whole smoke pipeline"
+submit_and_wait
+[[ $(grep -o '=[A-Z_]*' <<<"$states" | sort -u) == "=COMPLETED" ]] || die "not every job COMPLETED; logs in $scratch/repo/.ltsft/slurm/"
+expect_clean
+
+say "2/3: a stage that fails (stages/overlap.py raises): what reads it is cancelled, the rest stays recorded"
+printf '\nraise SystemExit("injected failure (scripts/slurm_smoke.sh)")\n' >>stages/overlap.py
+submit_and_wait
+for expected in overlap@pos=FAILED report=CANCELLED dvc.check=CANCELLED; do
+    grep -q "$expected" <<<"$states" || die "expected $expected, got: $states"
 done
-wall=$(( $(date +%s) - start ))
+say "log of the failed job: $(tail -n 1 .ltsft/slurm/overlap@pos.out)"
+say "dvc status now: $(dvc status | grep -o '^[a-z_@.0-9-]*:' | tr '\n' ' ')"
 
-say "jobs (id, name, state, run time, node):"
-failed=0
-while IFS=$'\t' read -r job id; do
-    line=$(scontrol show job -o "$id")
-    state=$(grep -o 'JobState=[A-Z_]*' <<<"$line" | cut -d= -f2)
-    runtime=$(grep -o 'RunTime=[0-9:-]*' <<<"$line" | cut -d= -f2)
-    node=$(grep -o ' NodeList=[^ ]*' <<<"$line" | cut -d= -f2)
-    printf '  %-8s %-32s %-10s %-9s %s\n' "$id" "$job" "$state" "$runtime" "$node"
-    [[ $state == COMPLETED ]] || failed=1
-done <.ltsft/slurm/jobs.tsv
-say "wall time from submission to the last job's end: ${wall}s"
-[[ $failed == 0 ]] || die "not every job COMPLETED; logs in $scratch/repo/.ltsft/slurm/"
-
-say "dvc status:"
-status=$(dvc status)
-echo "$status" | sed 's/^/  /'
-grep -q "up to date" <<<"$status" || die "dvc status is not clean"
-repro=$(dvc repro 2>&1)
-grep -q "Running stage" <<<"$repro" && die "dvc repro ran stages: $repro"
-say "dvc repro: $(grep -c "didn't change, skipping" <<<"$repro") stages skipped, none run"
-again=$(ltsft slurm submit --dry-run)
-echo "$again" | sed 's/^/  /'
-grep -q "Nothing to do" <<<"$again" || die "a second submission would still run stages"
-say "OK: every stage ran as a SLURM job and dvc finds everything up to date"
+say "3/3: fixed, submitted again: only the failed stage and what is downstream of it"
+git checkout -q stages/overlap.py
+submit_and_wait
+[[ $(cut -f1 .ltsft/slurm/jobs.tsv | tr '\n' ' ') == "overlap@pos report dvc.check " ]] || die "unexpected plan: $(cut -f1 .ltsft/slurm/jobs.tsv | tr '\n' ' ')"
+[[ $(grep -o '=[A-Z_]*' <<<"$states" | sort -u) == "=COMPLETED" ]] || die "not every job COMPLETED: $states"
+expect_clean
+say "OK: every stage ran as a SLURM job, a failure cancelled only what depends on it, and dvc finds everything up to date"
