@@ -153,7 +153,7 @@ for _, step in sorted(events, key=lambda e: (e[0], e[1])):
 print(most)
 PY
 )
-    say "wall time from submission to the last job's end: ${wall}s; at most $most jobs running at once"
+    say "wall time from submission to the last job's end: ${wall}s; most jobs running at the same moment: $most"
 }
 
 expect_clean() {
