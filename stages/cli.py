@@ -28,6 +28,8 @@ diff_app = typer.Typer(help="Inspect sparse diff directories.", no_args_is_help=
 app.add_typer(diff_app, name="diff")
 adapter_app = typer.Typer(help="Released MAD-X adapters (the `adapters` library's files).", no_args_is_help=True)
 app.add_typer(adapter_app, name="adapter")
+slurm_app = typer.Typer(help="Run the pipeline on a SLURM cluster: one sbatch job per stage.", no_args_is_help=True)
+app.add_typer(slurm_app, name="slurm")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Parameter file to read.")]
 
@@ -317,6 +319,45 @@ def bench(
         stage.run_paper_rate(json_out)
         return
     stage.run(json_out, k=k, skip_naive=skip_naive)
+
+
+@slurm_app.command("submit")
+@one_line_errors
+def slurm_submit(
+    targets: Annotated[list[str] | None, typer.Argument(
+        help="Stages to bring up to date, with what they need (as `dvc repro TARGETS`); default: all.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the jobs, their order and the sbatch lines; submit nothing.")] = False,
+    partition: Annotated[str | None, typer.Option(help="sbatch --partition for every job.")] = None,
+    gpus_per_job: Annotated[int | None, typer.Option(min=1, help="sbatch --gpus for each stage's job.")] = None,
+    time: Annotated[str | None, typer.Option(help="sbatch --time for every job, e.g. 2-00:00:00.")] = None,
+    cpus_per_task: Annotated[int | None, typer.Option(min=1, help="sbatch --cpus-per-task for each stage's job.")] = None,
+    mem: Annotated[str | None, typer.Option(help="sbatch --mem for each stage's job, e.g. 32G.")] = None,
+    account: Annotated[str | None, typer.Option(help="sbatch --account for every job.")] = None,
+    sbatch_arg: Annotated[list[str] | None, typer.Option(
+        "--sbatch-arg", help="Any further sbatch option for every job, e.g. --sbatch-arg=--qos=long (repeatable).")] = None,
+) -> None:
+    """Submit the stages `dvc repro` would run as sbatch jobs that wait for their inputs' jobs.
+
+    Each job runs its stage's command and records the stage in dvc.lock (`dvc commit`), so that
+    afterwards `dvc repro` has nothing to do; a last job checks that. Scripts and logs: .ltsft/slurm/.
+    """
+    from stages import slurm as stage
+    from stages.slurm_plan import Resources
+
+    resources = Resources(partition, gpus_per_job, time, cpus_per_task, mem, account, tuple(sbatch_arg or ()))
+    stage.run(targets or [], resources, dry_run)
+
+
+@slurm_app.command("check")
+@one_line_errors
+def slurm_check(stages: Annotated[list[str], typer.Argument(help="DVC stage names, e.g. train_lang_lt_sft@en.")]) -> None:
+    """Exit 0 when dvc.lock records every STAGE as it is now (`dvc repro` would skip them all).
+
+    The last job of `ltsft slurm submit` runs it; one DVC pass, however many stages.
+    """
+    from stages import slurm as stage
+
+    stage.check(stages)
 
 
 if __name__ == "__main__":  # `python -m stages.cli …`, e.g. under accelerate launch or torchrun

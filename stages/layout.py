@@ -18,6 +18,8 @@ REPORTS = Path("reports")
 # Run logs (wall time, date, host, git revision): beside the outputs, never inside them, so
 # that identical inputs give byte-identical outputs. Not DVC outputs; the report reads them.
 RUNS = Path("runs")
+# `ltsft slurm submit`: one job script and one log per stage, and the submitted ids (git-ignored).
+SLURM = Path(".ltsft/slurm")
 
 
 def task_split(task: str, lang: str, split: str, suffix: str) -> Path:
