@@ -18,6 +18,10 @@ REPORTS = Path("reports")
 # Run logs (wall time, date, host, git revision): beside the outputs, never inside them, so
 # that identical inputs give byte-identical outputs. Not DVC outputs; the report reads them.
 RUNS = Path("runs")
+# Training curves (loss, learning rate, grad norm, dev metric against step, per phase) of
+# every trained output: curves/<output path>/<phase>/<metric>.tsv. DVC outputs (declared as
+# plots, x: step), separate from the components so that `dvc plots` finds only curve files.
+CURVES = Path("curves")
 
 
 def task_split(task: str, lang: str, split: str, suffix: str) -> Path:
@@ -75,6 +79,23 @@ def run_log(output: Path | str) -> Path:
     (runs/diffs/lt-sft/lang/en.json) and a JSON file's own name kept (runs/results/pos/lt-sft.json)."""
     output = Path(output)
     return RUNS / (output if output.suffix == ".json" else output.with_name(output.name + ".json"))
+
+
+def curves_dir(output: Path | str) -> Path:
+    """Where the training curves of ``output`` (a component, or models/base) live:
+    curves/<output path> (curves/diffs/lt-sft/lang/en)."""
+    return CURVES / Path(output)
+
+
+# The report's figure of loss against step per family of components: (label, path pattern
+# under CURVES), first match wins.
+CURVE_FAMILIES = (
+    ("language diffs", f"{DIFFS}/*/lang/*"),
+    ("task diffs", f"{DIFFS}/*/task/*"),
+    ("language adapters", f"{ADAPTERS}/*/lang/*"),
+    ("task adapters", f"{ADAPTERS}/*/task/*"),
+    ("MLM-head warm-up", str(BASE_MODEL)),
+)
 
 
 def preset_file(name: str) -> Path:

@@ -64,7 +64,8 @@ def test_every_language_method_trains_every_language(resolved, params):
         also = [m for m, other in METHODS.items() if other.language_from == name and m != name]
         for lang in params.languages:
             stage = resolved[("ltsft", "train-lang", lang, "--method", name)]
-            assert stage["outs"] == [path(m, "lang", lang) for m in [name, *also]], stage["name"]
+            outs = [path(m, "lang", lang) for m in [name, *also]]
+            assert stage["outs"] == [*outs, str(layout.curves_dir(outs[0]))], stage["name"]
             assert code_deps(method) <= set(stage["deps"]) and not REPORTING & set(stage["deps"]), stage["name"]
             assert set(method.language_sections) <= set(stage["params"]), stage["name"]
 
@@ -74,7 +75,8 @@ def test_every_task_method_trains_over_its_source_component(resolved, params):
         method = METHODS[name]
         for task in method.stage_task_names(params):
             stage = resolved[("ltsft", "train-task", task, "--method", name)]
-            assert stage["outs"] == [path(name, kind, task) for kind in ("task", *method.task_extras)], stage["name"]
+            outs = [path(name, kind, task) for kind in ("task", *method.task_extras)]
+            assert stage["outs"] == [*outs, str(layout.curves_dir(outs[0]))], stage["name"]
             # The source component, or (stages over a list of task names) its method's whole store.
             sources = method.task_inputs(layout.COMPONENTS, task, params.tasks[task].source)
             assert all({str(p), str(p.parent)} & set(stage["deps"]) for p in sources), stage["name"]
@@ -102,7 +104,28 @@ def test_ablation_overlap_and_report_stages(resolved, params):
         assert resolved[("ltsft", "overlap", task)]["outs"] == [str(layout.overlap_file(task))]
     report = resolved[("ltsft", "report")]
     assert set(report["outs"]) >= {"reports/index.html", "reports/plots", "reports/plot-data"}
+    assert str(layout.CURVES) in report["deps"]  # the report draws the training curves
     assert yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] == ["reports/plots"]
+
+
+def test_training_curves_are_dvc_plots_against_step(params):
+    """Every training stage (and prepare_model, for a warm-up) declares its curves folder as
+    a DVC plots output drawn against step, at the layout's path."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        plots = {stage.addressing: [(str(out.def_path), out.plot) for out in stage.outs if out.plot]
+                 for stage in repo.index.stages}
+    assert plots["prepare_model"] == [(str(layout.curves_dir(layout.BASE_MODEL)), {"x": "step"})]
+    for name in language_methods():
+        for lang in params.languages:
+            assert plots[f"train_lang_{name.replace('-', '_')}@{lang}"] == [
+                (str(layout.curves_dir(path(name, "lang", lang))), {"x": "step"})]
+    for name in task_methods():
+        for task in METHODS[name].stage_task_names(params):
+            assert plots[f"train_task_{name.replace('-', '_')}@{task}"] == [
+                (str(layout.curves_dir(path(name, "task", task))), {"x": "step"})]
+    assert all(not found for stage, found in plots.items() if not stage.startswith(("train_", "prepare_model")))
 
 
 def test_only_the_report_depends_on_reporting_code(resolved):
