@@ -87,15 +87,31 @@ def curves_dir(output: Path | str) -> Path:
     return CURVES / Path(output)
 
 
-# The report's figure of loss against step per family of components: (label, path pattern
-# under CURVES), first match wins.
+# The report draws one figure of loss against step per family of components: (family,
+# pattern of the output's path), first match wins.
 CURVE_FAMILIES = (
     ("language diffs", f"{DIFFS}/*/lang/*"),
     ("task diffs", f"{DIFFS}/*/task/*"),
     ("language adapters", f"{ADAPTERS}/*/lang/*"),
     ("task adapters", f"{ADAPTERS}/*/task/*"),
-    ("MLM-head warm-up", str(BASE_MODEL)),
+    ("model's MLM-head warm-up", str(BASE_MODEL)),
 )
+
+
+def curve_outputs() -> list[Path]:
+    """Every output that has curves on disk (a folder under CURVES holding phase folders of TSVs)."""
+    return sorted({path.parent.parent.relative_to(CURVES) for path in CURVES.glob("**/*.tsv")})
+
+
+def curve_family(output: Path | str) -> tuple[str, str]:
+    """The report's family of an output's curves, and the output's label in that figure:
+    (language diffs, lt-sft en) for diffs/lt-sft/lang/en."""
+    output = Path(output)
+    for family, pattern in CURVE_FAMILIES:
+        if output.match(pattern) and len(output.parts) == len(Path(pattern).parts):
+            parts = output.parts
+            return family, f"{parts[1]} {parts[3]}" if len(parts) == 4 else str(output)
+    return "other runs", str(output)
 
 
 def preset_file(name: str) -> Path:

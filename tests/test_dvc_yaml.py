@@ -108,26 +108,6 @@ def test_ablation_overlap_and_report_stages(resolved, params):
     assert yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] == ["reports/plots"]
 
 
-def test_training_curves_are_dvc_plots_against_step(params):
-    """Every training stage (and prepare_model, for a warm-up) declares its curves folder as
-    a DVC plots output drawn against step, at the layout's path."""
-    from dvc.repo import Repo
-
-    with Repo(str(REPO)) as repo:
-        plots = {stage.addressing: [(str(out.def_path), out.plot) for out in stage.outs if out.plot]
-                 for stage in repo.index.stages}
-    assert plots["prepare_model"] == [(str(layout.curves_dir(layout.BASE_MODEL)), {"x": "step"})]
-    for name in language_methods():
-        for lang in params.languages:
-            assert plots[f"train_lang_{name.replace('-', '_')}@{lang}"] == [
-                (str(layout.curves_dir(path(name, "lang", lang))), {"x": "step"})]
-    for name in task_methods():
-        for task in METHODS[name].stage_task_names(params):
-            assert plots[f"train_task_{name.replace('-', '_')}@{task}"] == [
-                (str(layout.curves_dir(path(name, "task", task))), {"x": "step"})]
-    assert all(not found for stage, found in plots.items() if not stage.startswith(("train_", "prepare_model")))
-
-
 def test_only_the_report_depends_on_reporting_code(resolved):
     users = {stage["name"] for stage in resolved.values() if REPORTING & set(stage["deps"])}
     assert users == {"report"}

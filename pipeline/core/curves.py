@@ -10,9 +10,11 @@ per-file settings (a folder of mixed columns would need one plot definition per 
 Only deterministic fields are kept (loss, learning rate, grad norm, dev metrics): wall-clock
 entries such as ``train_runtime`` would make identical runs differ byte for byte.
 
-Grad norm: our optimizers clip themselves (the Trainer gets ``max_grad_norm=0`` and so logs
-no norm). :func:`grad_norm_callback`, a public ``TrainerCallback``, adds the pre-clip norm that
-SparseAdamW computed at the logged step to the logs.
+Grad norm: our optimizer clips itself, over exactly the trainable entries (the Trainer gets
+``max_grad_norm=0``). The Trainer (transformers 5) still logs a ``grad_norm``, but of every
+parameter's whole gradient: in LT-SFT's phase 2 that includes the entries that cannot move,
+and it lacks the L1 term. :func:`grad_norm_callback`, a public ``TrainerCallback``, puts the
+pre-clip norm SparseAdamW computed at the logged step in its place.
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ def logging_steps(max_steps: int) -> int:
 
 
 def grad_norm_callback(optimizer: Any) -> Any:
-    """A ``TrainerCallback`` that adds the optimizer's last pre-clip gradient norm
-    (``optimizer.grad_norm``, as SparseAdamW records it) to every training log as
-    ``grad_norm``, as the Trainer does when it clips itself. The Trainer appends a copy of the
-    logs to ``state.log_history`` before callbacks see them, so the entry just appended (the
-    public state every callback gets) receives the norm too.
+    """A ``TrainerCallback`` that sets ``grad_norm`` in every training log to the optimizer's
+    last pre-clip gradient norm (``optimizer.grad_norm``, as SparseAdamW records it; an
+    optimizer without one leaves the Trainer's value). The Trainer appends a copy of the logs
+    to ``state.log_history`` before callbacks see them, so the entry just appended (in the
+    public state every callback gets) is updated too; the printed log line comes after.
 
     Built here rather than at import: reading curves (the report) must not import torch."""
     from transformers import TrainerCallback
@@ -56,7 +58,7 @@ def grad_norm_callback(optimizer: Any) -> Any:
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                    **kwargs: Any) -> None:
             norm = getattr(optimizer, "grad_norm", None)
-            if logs is None or "loss" not in logs or "grad_norm" in logs or norm is None:
+            if logs is None or "loss" not in logs or norm is None:
                 return
             logs["grad_norm"] = float(norm)
             last = state.log_history[-1] if state.log_history else None
