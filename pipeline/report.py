@@ -387,10 +387,10 @@ def _render_curves(curves: Mapping[str, Mapping[str, Any]], plots_dir: Path) -> 
     for family, components in curves.items():
         path = plots.curves_plot(components, family, plots_dir)
         if path:
-            figures.append(_figure(path, f"training loss of the {family}", f"Training loss (mean over each logging "
-                                   f"window) against optimizer step of the {family}, one line per component and "
-                                   "phase (earlier phases of a run dashed, e.g. LT-SFT's phase 1). All logged "
-                                   "curves: `dvc plots show`."))
+            figures.append(_figure(path, f"training loss: {family}", f"{family[:1].upper()}{family[1:]}: training "
+                                   "loss (mean over each logging window) against optimizer step, one line per "
+                                   "component and phase (earlier phases of a run dashed, e.g. LT-SFT's phase 1). "
+                                   "Every logged curve: `dvc plots show`."))
     if not figures:
         return ""
     return ("<section id='curves'><h2>Training curves</h2><div class='figures'>" + "".join(figures)

@@ -58,6 +58,7 @@ STATIC_TAIL = """\
              diffs/rand-sft/lang, stages/ablate.py, ENGINE, pipeline/methods/lt_sft]
       params: [seed, task_sft, eval, ablation.task, "tasks.${ablation.task}"]
       outs: ["results/${ablation.task}/sparsity/k${item}.json"]
+      plots: [{"curves/results/${ablation.task}/sparsity/k${item}": {x: step}}]
   ablate_l1:
     foreach: ${ablation.l1}
     do:
@@ -66,6 +67,7 @@ STATIC_TAIL = """\
              stages/train_lang.py, ENGINE, pipeline/methods/lt_sft]
       params: [seed, sparsity, lang_sft, eval, ablation.task, "tasks.${ablation.task}"]
       outs: ["results/${ablation.task}/l1/l1_${item}.json"]
+      plots: [{"curves/results/${ablation.task}/l1/l1_${item}": {x: step}}]
   overlap:
     foreach: ${tasks}
     do:

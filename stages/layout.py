@@ -82,9 +82,11 @@ def run_log(output: Path | str) -> Path:
 
 
 def curves_dir(output: Path | str) -> Path:
-    """Where the training curves of ``output`` (a component, or models/base) live:
-    curves/<output path> (curves/diffs/lt-sft/lang/en)."""
-    return CURVES / Path(output)
+    """Where the training curves of ``output`` (a component, models/base, or an ablation's
+    results file) live: curves/<output path>, a JSON file's without .json
+    (curves/diffs/lt-sft/lang/en, curves/results/pos/sparsity/k5000)."""
+    output = Path(output)
+    return CURVES / output.with_name(output.name.removesuffix(".json"))
 
 
 # The report draws one figure of loss against step per family of components: (family,
@@ -94,7 +96,9 @@ CURVE_FAMILIES = (
     ("task diffs", f"{DIFFS}/*/task/*"),
     ("language adapters", f"{ADAPTERS}/*/lang/*"),
     ("task adapters", f"{ADAPTERS}/*/task/*"),
-    ("model's MLM-head warm-up", str(BASE_MODEL)),
+    ("MLM-head warm-up of the base model", str(BASE_MODEL)),
+    ("sparsity sweep (task diffs)", f"{RESULTS}/*/sparsity/*"),
+    ("L1 ablation (language diffs)", f"{RESULTS}/*/l1/*"),
 )
 
 

@@ -162,6 +162,8 @@ def test_stages_write_curves_beside_their_components_deterministically_and_the_r
     ltsft("train-lang", "en", "--method", "lt-sft")
     ltsft("train-lang", "en", "--method", "madx")
     ltsft("train-task", "pos", "--method", "full-ft")
+    ltsft("train-task", "pos", "--method", "lt-sft")
+    ltsft("ablate-l1", "pos", "--l1", "0.0")  # retrains the targets' language diffs, keeps their curves
 
     # The warm-up's folder exists even when nothing was warmed up (tiny model): a DVC output.
     assert layout.curves_dir(layout.BASE_MODEL).is_dir()
@@ -174,6 +176,8 @@ def test_stages_write_curves_beside_their_components_deterministically_and_the_r
     full_ft = layout.curves_dir(layout.COMPONENTS.component("full-ft", "task", "pos"))
     assert [p.name for p in madx.iterdir()] == ["madx-language"]
     assert [p.name for p in full_ft.iterdir()] == ["full-ft"]
+    l1 = layout.curves_dir(layout.l1_file("pos", 0.0))
+    assert sorted(p.name for p in l1.iterdir()) == [f"{lang}-iter1-phase{i}" for lang in ("xx", "yy") for i in (1, 2)]
     files = sorted(layout.CURVES.glob("**/*.tsv"))
     for path in files:
         steps = steps_of(path)
@@ -183,19 +187,20 @@ def test_stages_write_curves_beside_their_components_deterministically_and_the_r
 
     # Same inputs, same bytes.
     before = {path: path.read_bytes() for path in files}
-    shutil.rmtree(layout.CURVES / "diffs")
+    shutil.rmtree(lt_sft), shutil.rmtree(full_ft)
     ltsft("train-lang", "en", "--method", "lt-sft")
     ltsft("train-task", "pos", "--method", "full-ft")
-    assert {path: path.read_bytes() for path in files} == before  # diffs' rewritten, adapters' untouched
+    assert {path: path.read_bytes() for path in files} == before
 
     # The report: one figure of loss against step per family of components.
     ltsft("evaluate", "pos", "--method", "full-ft")
     ltsft("report")
     html = Path("reports/index.html").read_text()
     section = re.search(r"<section id='curves'>.*?</section>", html, flags=re.DOTALL)
-    assert section and section.group(0).count("<img") == 3  # language diffs, task diffs, language adapters
-    assert all(f"Training loss (mean over each logging window) against optimizer step of the {family}" in html
-               for family in ("language diffs", "task diffs", "language adapters"))
+    families = ("Language diffs", "Task diffs", "Language adapters", "L1 ablation (language diffs)")
+    assert section and section.group(0).count("<img") == len(families)
+    assert all(f"{family}: training loss (mean over each logging window) against optimizer step" in html
+               for family in families)
     data = Path("reports/plot-data/curves_language-diffs.csv").read_text().splitlines()
     assert data[0] == "component,phase,step,loss" and data[1].startswith("lt-sft en,iter1-phase1,1,")
 
@@ -206,7 +211,7 @@ def test_render_report_draws_one_loss_figure_per_family(tmp_path):
                             "full-ft pos": {"full-ft": {"loss": [(1, 2.1), (2, 1.0)], "grad_norm": [(1, 3.0)]}}},
              "task adapters": {"madx pos": {"madx-task": {"grad_norm": [(1, 3.0)]}}}}  # no loss: no figure
     page = render_report("t", [], tmp_path, curves=found)
-    assert page.count("<img") == 1 and "of the task diffs" in page
+    assert page.count("<img") == 1 and "Task diffs: training loss" in page
     assert (tmp_path / "curves_task-diffs.png").is_file() and not (tmp_path / "curves_task-adapters.png").exists()
     table = plots.curves_data(found["task diffs"])
     assert list(table.columns) == ["component", "phase", "step", "loss"] and len(table) == 6
@@ -214,9 +219,9 @@ def test_render_report_draws_one_loss_figure_per_family(tmp_path):
 
 
 def test_dvc_yaml_declares_every_training_stages_curves_as_plots_against_step():
-    """Every training stage (and prepare_model, for the warm-up) declares the folder its
-    curves are written to (layout.curves_dir of its first output) as DVC plots, x: step;
-    the report's PNG folder stays a top-level plot."""
+    """Every stage that trains (prepare_model for the warm-up, the ablations too) declares the
+    folder its curves are written to (layout.curves_dir of its first output) as DVC plots,
+    x: step; the report's PNG folder stays a top-level plot."""
     from dvc.repo import Repo
 
     from pipeline.core.config import load_params
@@ -232,6 +237,10 @@ def test_dvc_yaml_declares_every_training_stages_curves_as_plots_against_step():
     for name in task_methods():
         for task in METHODS[name].stage_task_names(params):
             expected[f"train_task_{name.replace('-', '_')}@{task}"] = layout.COMPONENTS.component(name, "task", task)
+    for k in params.ablation.k:  # ablations keep the curves of the components they train and drop
+        expected[f"ablate_sparsity@{k}"] = layout.sparsity_file(params.ablation.task, k)
+    for l1 in params.ablation.l1:
+        expected[f"ablate_l1@{l1}"] = layout.l1_file(params.ablation.task, l1)
     assert {stage: found for stage, found in declared.items() if found} == {
         stage: [(str(layout.curves_dir(output)), {"x": "step"})] for stage, output in expected.items()}
     assert yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] == ["reports/plots"]

@@ -98,7 +98,8 @@ def test_ablation_overlap_and_report_stages(resolved, params):
     task = params.ablation.task
     for k in params.ablation.k:
         stage = resolved[("ltsft", "ablate", task, "--k", str(k))]
-        assert stage["outs"] == [str(layout.sparsity_file(task, k))]
+        out = layout.sparsity_file(task, k)
+        assert stage["outs"] == [str(out), str(layout.curves_dir(out))]
         assert path("lt-sft", "task-phase1", task) in stage["deps"]
     for task in params.tasks:
         assert resolved[("ltsft", "overlap", task)]["outs"] == [str(layout.overlap_file(task))]

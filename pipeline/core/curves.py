@@ -85,6 +85,12 @@ def from_history(history: Iterable[Mapping[str, Any]]) -> Curves:
             for phase, metrics in curves.items()}
 
 
+def combined(runs: Mapping[str, Curves]) -> Curves:
+    """Several runs' curves as one output's (an ablation trains several components and keeps
+    only scores): each phase named ``<run>-<phase>``, runs in the given order."""
+    return {f"{run}-{phase}": metrics for run, curves in runs.items() for phase, metrics in curves.items()}
+
+
 def _format(value: float) -> str:
     # repr is exact and platform-independent: identical runs give identical bytes.
     return "nan" if math.isnan(value) else repr(value)
