@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
 from pipeline.methods import interference_pairs, swept_variants  # noqa: E402
 
@@ -308,6 +308,7 @@ def curves_plot(components: Mapping[str, Mapping[str, Mapping[str, Any]]], famil
                     linestyle="-" if j == len(phases) - 1 else "--", linewidth=1.2,
                     label=label if len(phases) == 1 else f"{label} {phase}")
             lines += 1
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("optimizer step (within each phase)")
     ax.set_ylabel(f"training {metric}")
     ax.set_title(f"Training {metric}: {family}")
