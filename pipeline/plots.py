@@ -11,6 +11,7 @@ Scores and gains are in percent / percentage points, as the paper reports them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -287,7 +288,7 @@ def curves_plot(components: Mapping[str, Mapping[str, Mapping[str, Any]]], famil
     """``metric`` against step for one family of components (language diffs, task adapters,
     …): one line per component and phase (a run's earlier phases dashed, e.g. LT-SFT's
     phase 1); None when no component logged it."""
-    slug = "".join(c if c.isalnum() else "-" for c in family.lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", family.lower()).strip("-")
     csv, png = out_dir / f"curves_{slug}.csv", out_dir / f"curves_{slug}.png"
     data = curves_data(components, metric)
     if data.empty:
