@@ -124,6 +124,22 @@ def test_write_and_read_round_trip_and_bad_files_fail_in_one_line(tmp_path):
         curves.write({"a/b": {}}, tmp_path / "d")
 
 
+def test_the_mlm_head_warm_up_returns_its_curve(make_mlm, tiny_tokenizer):
+    """prepare_model's warm-up (e5) hands its log history back beside its dev losses."""
+    from pipeline.core.config import DenseSpec
+    from pipeline.tasks.mlm import warm_up_head
+
+    text = [line for path in sorted((REPO / "tests" / "fixtures" / "smoke" / "text").glob("*.txt"))
+            for line in path.read_text(encoding="utf-8").splitlines()][:40]
+    spec = DenseSpec(phase=PhaseBudget(steps=3), batch_size=8, learning_rate=1e-3, max_grad_norm=1.0, max_length=32)
+    report, log = warm_up_head(make_mlm(seed=0), tiny_tokenizer, text[:32], text[32:], spec, seed=1, eval_batch_size=8)
+    assert report["steps"] == 3 and report["dev_loss_after"] > 0
+    found = curves.from_history(log)
+    assert list(found) == ["mlm-head-warmup"]
+    assert [step for step, _ in found["mlm-head-warmup"]["grad_norm"]] == [1, 2, 3]
+    assert all(value > 0 for _, value in found["mlm-head-warmup"]["grad_norm"])
+
+
 # --- through the stages, in a scratch directory ---------------------------------------------
 
 runner = CliRunner()
