@@ -11,6 +11,7 @@ Scores and gains are in percent / percentage points, as the paper reports them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
 from pipeline.methods import interference_pairs, swept_variants  # noqa: E402
 
@@ -266,4 +267,53 @@ def overlap_plot(overlap: Mapping[str, Any] | None, task: str, out_dir: Path) ->
                  "(in brackets: × what random diffs would share)", fontsize=10)
     bar = fig.colorbar(image, ax=ax)
     bar.set_label("shared / task-diff entries in layer (%)")
+    return _save(fig, png)
+
+
+# --- training curves ------------------------------------------------------------------------
+
+def curves_data(components: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str = "loss") -> pd.DataFrame:
+    """Columns component, phase, step, <metric>: every logged point of ``metric`` of every
+    phase of every component (``components``: label → curves as pipeline.core.curves reads
+    them, phase → metric → [(step, value)]), in the given order."""
+    columns = ["component", "phase", "step", metric]
+    records = [{"component": label, "phase": phase, "step": step, metric: value}
+               for label, curves in components.items() for phase, metrics in curves.items()
+               for step, value in metrics.get(metric, [])]
+    return pd.DataFrame(records, columns=columns)
+
+
+def curves_plot(components: Mapping[str, Mapping[str, Mapping[str, Any]]], family: str, out_dir: Path,
+                metric: str = "loss") -> Path | None:
+    """``metric`` against step for one family of components (language diffs, task adapters,
+    …): one line per component and phase (a run's earlier phases dashed, e.g. LT-SFT's
+    phase 1); None when no component logged it."""
+    slug = re.sub(r"[^a-z0-9]+", "-", family.lower()).strip("-")
+    csv, png = out_dir / f"curves_{slug}.csv", out_dir / f"curves_{slug}.png"
+    data = curves_data(components, metric)
+    if data.empty:
+        _remove(csv, png)
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data.to_csv(csv, index=False, float_format="%.6g")
+    fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
+    labels = list(dict.fromkeys(data["component"]))
+    colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
+    lines = 0
+    for i, label in enumerate(labels):
+        mine = data[data["component"] == label]
+        phases = list(dict.fromkeys(mine["phase"]))
+        for j, phase in enumerate(phases):
+            points = mine[mine["phase"] == phase]
+            ax.plot(points["step"], points[metric], color=colours(i % colours.N),
+                    linestyle="-" if j == len(phases) - 1 else "--", linewidth=1.2,
+                    label=label if len(phases) == 1 else f"{label} {phase}")
+            lines += 1
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    ax.set_xlabel("optimizer step (within each phase)")
+    ax.set_ylabel(f"training {metric}")
+    ax.set_title(f"Training {metric}: {family}")
+    ax.grid(True, alpha=0.3)
+    if lines <= 16:  # beyond that a legend hides the figure; the CSV names every line
+        _legend_below(ax, ncol=2)
     return _save(fig, png)

@@ -381,12 +381,30 @@ def _render_task(report: TaskReport, plots_dir: Path) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def render_report(title: str, reports: list[TaskReport], plots_dir: Path, intro: str = "") -> str:
+def _render_curves(curves: Mapping[str, Mapping[str, Any]], plots_dir: Path) -> str:
+    """One figure of training loss against step per family of components."""
+    figures = []
+    for family, components in curves.items():
+        path = plots.curves_plot(components, family, plots_dir)
+        if path:
+            figures.append(_figure(path, f"training loss: {family}", f"{family[:1].upper()}{family[1:]}: training "
+                                   "loss (mean over each logging window) against optimizer step, one line per "
+                                   "component and phase (earlier phases of a run dashed, e.g. LT-SFT's phase 1). "
+                                   "Every logged curve: `dvc plots show`."))
+    if not figures:
+        return ""
+    return ("<section id='curves'><h2>Training curves</h2><div class='figures'>" + "".join(figures)
+            + "</div></section>")
+
+
+def render_report(title: str, reports: list[TaskReport], plots_dir: Path, intro: str = "",
+                  curves: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The whole page as one self-contained HTML string. Writes into ``plots_dir`` the PNGs
     and the CSVs for `dvc plots`: sparsity_<task>.csv (k, method, score), interference_<task>.csv
     (lang, diffs, gain) and overlap_<task>.csv (layer, lang, shared_fraction, ratio_to_chance),
-    each only when there is something to plot. ``intro`` is plain text (blank lines separate
-    paragraphs)."""
+    each only when there is something to plot; with ``curves`` (family → {component label:
+    its curves, as pipeline.core.curves reads them}), curves_<family>.csv (component, phase,
+    step, loss) for each family. ``intro`` is plain text (blank lines separate paragraphs)."""
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     parts = ["<!doctype html>", "<html lang='en'><head><meta charset='utf-8'>",
@@ -399,5 +417,6 @@ def render_report(title: str, reports: list[TaskReport], plots_dir: Path, intro:
         links = " ".join(f"<a href='#{_esc(r.task)}'>{_esc(r.task.upper())}</a>" for r in reports)
         parts.append(f"<nav>Tasks: {links}</nav>")
     parts += [_render_task(report, plots_dir) for report in reports]
+    parts += [section for section in [_render_curves(curves or {}, plots_dir)] if section]
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -26,6 +26,7 @@ from pipeline.core.atomic import write_json
 from pipeline.core.best_checkpoint import DevCheck
 from pipeline.core.composition import DiffComposer
 from pipeline.core.config import parse_params
+from pipeline.core.curves import combined, from_history
 from pipeline.core.distributed import is_main_process
 from pipeline.core.errors import ConfigError
 from pipeline.core.method import Variant
@@ -35,7 +36,7 @@ from pipeline.core.models import load_tokenizer
 from pipeline.core.runs import DevScorer, run_facts
 from pipeline.tasks import task_for
 from stages import layout
-from stages.common import require_files, write_run_logs
+from stages.common import require_files, write_curves, write_run_logs
 
 def run(params, task_name: str, k: int) -> None:
     from pipeline.formats.sparse_diff import SparseDiff
@@ -60,7 +61,7 @@ def run(params, task_name: str, k: int) -> None:
     # Phase 2 ends on its best dev state where the main run's does (task_sft.phase2.select_best).
     dev = DevCheck(DevScorer(params, task, tokenizer, task.read(dev_path), params.task_sft.max_length),
                    task.metric, task.higher_is_better)
-    rows = []
+    rows, curves = [], {}
     for method in swept:
         model = task.build_model(layout.BASE_MODEL, params.seed)
         SparseDiff.load(paths.component(method, "lang", spec.source)).apply(model)
@@ -74,8 +75,8 @@ def run(params, task_name: str, k: int) -> None:
             phase1_state = snapshot(model)
             restore(model, start)
         config = params.task_sft.lottery(k, params.seed, METHODS[method].selection)
-        diff = train_lt_sft(model, features, task.collator(tokenizer), config, phase1_state=phase1_state,
-                            dev=dev).diff
+        result = train_lt_sft(model, features, task.collator(tokenizer), config, phase1_state=phase1_state, dev=dev)
+        diff, curves[method] = result.diff, from_history(result.log)
         diff.provenance["k"] = k
         diff.provenance["trainable_parameters"] = k + sum(t.numel() for t in diff.dense.values())
         composer = DiffComposer(paths.component(method, "task", task_name), lang_paths[method], task_diff=diff)
@@ -84,6 +85,7 @@ def run(params, task_name: str, k: int) -> None:
     out = layout.sparsity_file(task_name, k)
     if is_main_process():  # data-parallel: every process trained and scored alike; one writes
         write_json(out, {"rows": rows})
+        write_curves({str(out): combined(curves)})
     write_run_logs({str(out): run_facts(params, time.monotonic() - started)})
 
 
@@ -101,10 +103,12 @@ def run_l1(params, task_name: str, l1: float) -> None:
     tree["lang_sft"]["l1_lambda"] = l1
     ablated = parse_params(tree)
     started = time.monotonic()
+    curves = {}
     with tempfile.TemporaryDirectory(prefix="ltsft-l1-") as scratch:
         paths = layout.Components(Path(scratch))
         for lang in spec.targets:
-            train_lang.train(ablated, lang, "lt-sft", paths)
+            curves[lang] = train_lang.train(ablated, lang, "lt-sft", paths).curves[
+                str(paths.component("lt-sft", "lang", lang))]
         if not is_main_process():
             return  # data-parallel: only the main process saved the diffs, and it scores them
         composer = DiffComposer(task_path, {lang: paths.component("lt-sft", "lang", lang) for lang in spec.targets})
@@ -112,4 +116,5 @@ def run_l1(params, task_name: str, l1: float) -> None:
                      {"ablation": "l1", "l1_lambda": l1})
     out = layout.l1_file(task_name, l1)
     write_json(out, {"rows": rows})
+    write_curves({str(out): combined(curves)})
     write_run_logs({str(out): run_facts(params, time.monotonic() - started)})

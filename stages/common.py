@@ -33,6 +33,14 @@ def require_files(*paths: Path) -> None:
             raise UserError(f"{path}: not found (run `dvc repro` or the stage that writes it)")
 
 
+def write_curves(curves: dict[str, Any]) -> None:
+    """Each output's training curves where the layout keeps them (layout.curves_dir)."""
+    from pipeline.core import curves as curve_files
+
+    for output, found in curves.items():
+        curve_files.write(found, layout.curves_dir(output))
+
+
 def write_run_logs(facts: dict[str, dict[str, Any]]) -> None:
     """One run log per output directory written (runs/<output>.json; see layout.RUNS); by the
     main process only when several train data-parallel."""

@@ -46,6 +46,7 @@ stages:
            pipeline/sources]
     params: [model, seed, eval, RUNTIME]
     outs: [models/base]
+    plots: [{CURVES_BASE: {x: step}}]
 """
 
 STATIC_TAIL = """\
@@ -60,6 +61,7 @@ STATIC_TAIL = """\
              diffs/rand-sft/lang, stages/ablate.py, ENGINE, pipeline/methods/lt_sft]
       params: [seed, task_sft, eval, ablation.task, "tasks.${ablation.task}", RUNTIME]
       outs: ["results/${ablation.task}/sparsity/k${item}.json"]
+      plots: [{"curves/results/${ablation.task}/sparsity/k${item}": {x: step}}]
   ablate_l1:
     foreach: ${ablation.l1}
     do:
@@ -68,6 +70,7 @@ STATIC_TAIL = """\
              stages/train_lang.py, ENGINE, pipeline/methods/lt_sft]
       params: [seed, sparsity, lang_sft, eval, ablation.task, "tasks.${ablation.task}", RUNTIME]
       outs: ["results/${ablation.task}/l1/l1_${item}.json"]
+      plots: [{"curves/results/${ablation.task}/l1/l1_${item}": {x: step}}]
   overlap:
     foreach: ${tasks}
     do:
@@ -102,15 +105,16 @@ STATIC_TAIL = """\
 
   report:
     cmd: ltsft report
-    deps: [results, references/paper.csv, stages/report.py, pipeline/report.py, pipeline/plots.py, pipeline/methods,
-           pipeline/tasks]
+    deps: [results, curves, references/paper.csv, stages/report.py, pipeline/report.py, pipeline/plots.py,
+           pipeline/core/curves.py, pipeline/methods, pipeline/tasks]
     params: [preset]
     outs: [reports/index.html, reports/plots, reports/plot-data]
     metrics:
       - reports/metrics.json:
           cache: false
 
-# `dvc plots show` renders the ablation plots (PNG images written by the report stage).
+# `dvc plots show` renders the ablation plots (PNG images written by the report stage) and every
+# training stage's curves (its `plots:` above: one TSV per phase and metric, x: step).
 plots:
   - reports/plots
 """
@@ -135,9 +139,15 @@ def _code(method: Method) -> list[str]:
 
 
 def _block(name: str, over: str, cmd: str, deps: list[str], params: list[str], outs: list[str]) -> str:
+    """A training stage: its outputs, and its first output's training curves as DVC plots."""
     return "\n".join([
         f"  {name}:", f"    foreach: ${{{over}}}", "    do:", f"      cmd: {cmd}",
-        _list(deps, 6, "deps"), _list(params, 6, "params"), _list(outs, 6, "outs")])
+        _list(deps, 6, "deps"), _list(params, 6, "params"), _list(outs, 6, "outs"), _curves(outs[0], 6)])
+
+
+def _curves(output: str, indent: int) -> str:
+    """``plots:`` for the curves of ``output`` (a folder of TSVs, each drawn against step)."""
+    return f'{" " * indent}plots: [{{"{layout.curves_dir(output)}": {{x: step}}}}]'
 
 
 def _path(method: str, kind: str, name: str) -> str:
@@ -212,7 +222,8 @@ def _ident(name: str) -> str:
 
 
 def render() -> str:
-    parts = [HEADER + STATIC_HEAD.replace("RUNTIME", RUNTIME) + "\n  # Language components, by masked LM (MLM heads never leave them)."]
+    head = STATIC_HEAD.replace("RUNTIME", RUNTIME).replace("CURVES_BASE", str(layout.curves_dir(layout.BASE_MODEL)))
+    parts = [HEADER + head + "\n  # Language components, by masked LM (MLM heads never leave them)."]
     parts += [language_block(m) for m in METHODS.values() if m.trains_language]
     parts.append("\n  # Task components on the source language, over its language component where there is one.")
     parts += [task_block(m) for m in METHODS.values() if not m.imported]

@@ -20,6 +20,10 @@ REPORTS = Path("reports")
 RUNS = Path("runs")
 # `ltsft slurm submit`: one job script and one log per stage, and the submitted ids (git-ignored).
 SLURM = Path(".ltsft/slurm")
+# Training curves (loss, learning rate, grad norm, dev metric against step, per phase) of
+# every trained output: curves/<output path>/<phase>/<metric>.tsv. DVC outputs (declared as
+# plots, x: step), separate from the components so that `dvc plots` finds only curve files.
+CURVES = Path("curves")
 
 
 def task_split(task: str, lang: str, split: str, suffix: str) -> Path:
@@ -77,6 +81,43 @@ def run_log(output: Path | str) -> Path:
     (runs/diffs/lt-sft/lang/en.json) and a JSON file's own name kept (runs/results/pos/lt-sft.json)."""
     output = Path(output)
     return RUNS / (output if output.suffix == ".json" else output.with_name(output.name + ".json"))
+
+
+def curves_dir(output: Path | str) -> Path:
+    """Where the training curves of ``output`` (a component, models/base, or an ablation's
+    results file) live: curves/<output path>, a JSON file's without .json
+    (curves/diffs/lt-sft/lang/en, curves/results/pos/sparsity/k5000)."""
+    output = Path(output)
+    return CURVES / output.with_name(output.name.removesuffix(".json"))
+
+
+# The report draws one figure of loss against step per family of components: (family,
+# pattern of the output's path), first match wins.
+CURVE_FAMILIES = (
+    ("language diffs", f"{DIFFS}/*/lang/*"),
+    ("task diffs", f"{DIFFS}/*/task/*"),
+    ("language adapters", f"{ADAPTERS}/*/lang/*"),
+    ("task adapters", f"{ADAPTERS}/*/task/*"),
+    ("MLM-head warm-up of the base model", str(BASE_MODEL)),
+    ("sparsity sweep (task diffs)", f"{RESULTS}/*/sparsity/*"),
+    ("L1 ablation (language diffs)", f"{RESULTS}/*/l1/*"),
+)
+
+
+def curve_outputs() -> list[Path]:
+    """Every output that has curves on disk (a folder under CURVES holding phase folders of TSVs)."""
+    return sorted({path.parent.parent.relative_to(CURVES) for path in CURVES.glob("**/*.tsv")})
+
+
+def curve_family(output: Path | str) -> tuple[str, str]:
+    """The report's family of an output's curves, and the output's label in that figure:
+    (language diffs, lt-sft en) for diffs/lt-sft/lang/en."""
+    output = Path(output)
+    for family, pattern in CURVE_FAMILIES:
+        if output.match(pattern) and len(output.parts) == len(Path(pattern).parts):
+            parts = output.parts
+            return family, f"{parts[1]} {parts[3]}" if len(parts) == 4 else str(output)
+    return "other runs", str(output)
 
 
 def preset_file(name: str) -> Path:

@@ -16,11 +16,12 @@ from pipeline.core.atomic import atomic_dir
 from pipeline.formats.text import read_lines
 from pipeline.core.models import build_tiny_mlm, save_model, train_wordpiece_tokenizer
 from stages import layout
-from stages.common import require_files
+from stages.common import require_files, write_curves
+from pipeline.core.curves import from_history
 from pipeline.core.config import ConfigError, Params, UserError
 
 
-def prepare_tiny(params: Params) -> None:
+def prepare_tiny(params: Params) -> list[dict]:
     tiny = dict(params.model.tiny or {})
     vocab_size = tiny.pop("vocab_size", 1000)
     paths = [layout.text_split(lang, "train") for lang in params.languages]
@@ -35,9 +36,10 @@ def prepare_tiny(params: Params) -> None:
         save_model(model, tokenizer, out)
     print(f"{layout.BASE_MODEL}: tiny BERT, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"vocabulary {len(tokenizer)}")
+    return []  # nothing trained
 
 
-def prepare_pretrained(params: Params) -> None:
+def prepare_pretrained(params: Params) -> list[dict]:
     from transformers import AutoModelForMaskedLM
 
     from pipeline.core.models import keep_pretrained_pooler, load_tokenizer
@@ -61,6 +63,7 @@ def prepare_pretrained(params: Params) -> None:
         raise ConfigError(f"model.name: cannot load {name!r} ({str(err).splitlines()[0]})") from None
     with atomic_dir(layout.BASE_MODEL) as out:
         save_model(model, tokenizer, out)
+    return []  # nothing trained
 
 
 def _all_text() -> list[str]:
@@ -83,7 +86,7 @@ def _all_text() -> list[str]:
     return lines
 
 
-def prepare_e5(params: Params) -> None:
+def prepare_e5(params: Params) -> list[dict]:
     import json
     from pathlib import Path
 
@@ -106,12 +109,13 @@ def prepare_e5(params: Params) -> None:
                                               params.model.num_layers)
     train_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "train"))]
     dev_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "dev"))]
-    report["mlm_head_warmup"] = warm_up_head(model, tokenizer, train_text, dev_text, warmup, params.seed,
-                                             params.eval_batch_size)
+    report["mlm_head_warmup"], log = warm_up_head(model, tokenizer, train_text, dev_text, warmup, params.seed,
+                                                  params.eval_batch_size)
     with atomic_dir(layout.BASE_MODEL) as out:
         save_model(model, tokenizer, out)
         (out / "prepare.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(json.dumps(report))
+    return log
 
 SOURCES = {"tiny": prepare_tiny, "hub": prepare_pretrained, "local": prepare_pretrained, "e5": prepare_e5}
 
@@ -120,4 +124,6 @@ def run(params: Params) -> None:
     source = params.model.source
     if source not in SOURCES:
         raise ConfigError(f"model.source: unknown source {source!r} (known: {', '.join(SOURCES)})")
-    SOURCES[source](params)
+    # The warm-up's training curve (an empty folder when nothing was trained: still the
+    # stage's declared plots output).
+    write_curves({str(layout.BASE_MODEL): from_history(SOURCES[source](params))})

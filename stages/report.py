@@ -1,5 +1,6 @@
-"""Stage `report`: results/ → reports/index.html (the paper's tables and the ablation
-plots, self-contained), reports/plots/*.png|csv (also DVC plots) and reports/metrics.json."""
+"""Stage `report`: results/ and curves/ → reports/index.html (the paper's tables, the ablation
+plots and the training curves, self-contained), reports/plots/*.png|csv (also DVC plots) and
+reports/metrics.json."""
 
 from __future__ import annotations
 
@@ -36,6 +37,18 @@ def read_log(output: Path | str) -> dict[str, Any]:
     output pulled from a DVC remote): run facts are never part of an output itself."""
     path = layout.run_log(output)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def read_curves() -> dict[str, dict[str, Any]]:
+    """Every output's training curves (curves/), by the report's family: {family: {label: curves}}."""
+    from pipeline.core import curves
+
+    found: dict[str, dict[str, Any]] = {}
+    for output in layout.curve_outputs():
+        family, label = layout.curve_family(output)
+        found.setdefault(family, {})[label] = curves.read(layout.curves_dir(output))
+    order = [family for family, _ in layout.CURVE_FAMILIES]
+    return dict(sorted(found.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
 
 
 def _minutes(seconds: float) -> str:
@@ -96,7 +109,7 @@ def run(params: Params) -> None:
 
     all_rows = [row for rows in rows_by_task.values() for row in rows]
     with atomic_dir(PLOTS) as plots, atomic_dir(PLOT_DATA) as plot_data:
-        page = render_report(f"LT-SFT reproduction — preset {params.preset}", reports, plots)
+        page = render_report(f"LT-SFT reproduction — preset {params.preset}", reports, plots, curves=read_curves())
         for csv in plots.glob("*.csv"):
             csv.rename(plot_data / csv.name)
     with atomic_file(layout.REPORTS / "index.html") as handle:

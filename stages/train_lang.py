@@ -12,11 +12,13 @@ from pipeline.core.runs import RunResult
 from pipeline.core.models import load_tokenizer
 from pipeline.tasks import get_task
 from stages import layout
-from stages.common import get_method, require_files, write_run_logs
+from stages.common import get_method, require_files, write_curves, write_run_logs
 
 
 def run(params, lang: str, method: str = "lt-sft") -> None:
-    write_run_logs(train(params, lang, method).facts)
+    result = train(params, lang, method)
+    write_curves(result.curves)
+    write_run_logs(result.facts)
 
 
 def train(params, lang: str, method: str = "lt-sft", paths: ComponentPaths = layout.COMPONENTS) -> RunResult:

@@ -10,7 +10,7 @@ from pipeline.core.method import TrainContext
 from pipeline.core.models import load_tokenizer
 from pipeline.tasks import task_for
 from stages import layout
-from stages.common import get_method, require_files, write_run_logs
+from stages.common import get_method, require_files, write_curves, write_run_logs
 
 
 def run(params, task_name: str, method: str = "lt-sft") -> None:
@@ -26,4 +26,6 @@ def run(params, task_name: str, method: str = "lt-sft") -> None:
     ctx = TrainContext(params=params, task=task, kind="task", name=task_name, model=model, tokenizer=tokenizer,
                        train=task.read(train_path), dev=task.read(dev_path), paths=layout.COMPONENTS,
                        source=spec.source, facts={"task": task_name, "source_lang": spec.source})
-    write_run_logs(chosen.train_task(ctx).facts)
+    result = chosen.train_task(ctx)
+    write_curves(result.curves)
+    write_run_logs(result.facts)

@@ -42,7 +42,7 @@ SETTINGS = RunSpec(batch_size=4, learning_rate=1e-2, seed=3, progress=False)
 def test_full_fine_tuning_diff_moves_every_body_tensor_but_layer_norms(make_tagger, features, collator):
     model = make_tagger(seed=0)
     theta0 = snapshot(model)
-    diff = train_dense(model, features, collator, HEAD, PhaseBudget(steps=3), SETTINGS)
+    diff, _ = train_dense(model, features, collator, HEAD, PhaseBudget(steps=3), SETTINGS)
     maskable = maskable_parameter_names(model)
     assert set(diff.dense) == set(HEAD)
     assert diff.nnz > 0.5 * diff.maskable_numel  # dense: most entries moved
@@ -61,7 +61,7 @@ def test_full_fine_tuning_diff_moves_every_body_tensor_but_layer_norms(make_tagg
 def test_head_only_leaves_the_encoder_bit_identical(make_tagger, features, collator):
     model = make_tagger(seed=0)
     theta0 = snapshot(model)
-    diff = train_dense(model, features, collator, HEAD, PhaseBudget(steps=3), SETTINGS, body=[])
+    diff, _ = train_dense(model, features, collator, HEAD, PhaseBudget(steps=3), SETTINGS, body=[])
     assert diff.nnz == 0 and set(diff.dense) == set(HEAD)
     after = snapshot(model)
     assert all(torch.equal(after[n], theta0[n]) for n in theta0 if n not in HEAD)

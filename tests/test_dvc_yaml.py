@@ -64,7 +64,8 @@ def test_every_language_method_trains_every_language(resolved, params):
         also = [m for m, other in METHODS.items() if other.language_from == name and m != name]
         for lang in params.languages:
             stage = resolved[("ltsft", "train-lang", lang, "--method", name)]
-            assert stage["outs"] == [path(m, "lang", lang) for m in [name, *also]], stage["name"]
+            outs = [path(m, "lang", lang) for m in [name, *also]]
+            assert stage["outs"] == [*outs, str(layout.curves_dir(outs[0]))], stage["name"]
             assert code_deps(method) <= set(stage["deps"]) and not REPORTING & set(stage["deps"]), stage["name"]
             assert set(method.language_sections) <= set(stage["params"]), stage["name"]
 
@@ -74,7 +75,8 @@ def test_every_task_method_trains_over_its_source_component(resolved, params):
         method = METHODS[name]
         for task in method.stage_task_names(params):
             stage = resolved[("ltsft", "train-task", task, "--method", name)]
-            assert stage["outs"] == [path(name, kind, task) for kind in ("task", *method.task_extras)], stage["name"]
+            outs = [path(name, kind, task) for kind in ("task", *method.task_extras)]
+            assert stage["outs"] == [*outs, str(layout.curves_dir(outs[0]))], stage["name"]
             # The source component, or (stages over a list of task names) its method's whole store.
             sources = method.task_inputs(layout.COMPONENTS, task, params.tasks[task].source)
             assert all({str(p), str(p.parent)} & set(stage["deps"]) for p in sources), stage["name"]
@@ -96,12 +98,14 @@ def test_ablation_overlap_and_report_stages(resolved, params):
     task = params.ablation.task
     for k in params.ablation.k:
         stage = resolved[("ltsft", "ablate", task, "--k", str(k))]
-        assert stage["outs"] == [str(layout.sparsity_file(task, k))]
+        out = layout.sparsity_file(task, k)
+        assert stage["outs"] == [str(out), str(layout.curves_dir(out))]
         assert path("lt-sft", "task-phase1", task) in stage["deps"]
     for task in params.tasks:
         assert resolved[("ltsft", "overlap", task)]["outs"] == [str(layout.overlap_file(task))]
     report = resolved[("ltsft", "report")]
     assert set(report["outs"]) >= {"reports/index.html", "reports/plots", "reports/plot-data"}
+    assert str(layout.CURVES) in report["deps"]  # the report draws the training curves
     assert yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] == ["reports/plots"]
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core import distributed
+from pipeline.core.curves import Curves, from_history
 from pipeline.core.errors import LtsftError
 from pipeline.core.runtime import component as component_runtime
 from pipeline.core.runtime import current as current_runtime
@@ -98,22 +99,26 @@ class Trained:
 
     ``component``: what is saved at the run's output (a SparseDiff, or anything with
     ``provenance`` and ``save(path)``); ``extras``: further artefacts the same run produced
-    (LT-SFT's dense phase 1), each with its directory and a share of the wall time."""
+    (LT-SFT's dense phase 1), each with its directory and a share of the wall time; ``log``:
+    the run's log history, every phase's (``run_trainer``'s return), kept as its curves."""
 
     component: Any
     trainable_parameters: int
     note: str = ""
     extras: list[tuple[Path, Any, float]] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
 class RunResult:
-    """A finished run: the component as trained (in memory) and the run facts of every
-    directory written (the stage writes them to its run logs)."""
+    """A finished run: the component as trained (in memory), the run facts of every
+    directory written (the stage writes them to its run logs) and the training curves of
+    the component at each output (the stage writes them where its layout keeps curves)."""
 
     component: Any
     trainable_parameters: int
     facts: dict[str, dict[str, Any]]
+    curves: dict[str, Curves] = field(default_factory=dict)
 
 
 def run_component(ctx: TrainContext, method: str, sections: Sequence[str], max_length: int, out: Path,
@@ -154,4 +159,6 @@ def run_component(ctx: TrainContext, method: str, sections: Sequence[str], max_l
         note = f"{trained.note}; " if trained.note else ""
         print(f"{out}: {method}, {note}{trained.trainable_parameters:,} trained parameters; {scorer.line(before, after)}")
     distributed.barrier()
-    return RunResult(trained.component, trained.trainable_parameters, facts)
+    # Every phase's curve goes with the run's own component (LT-SFT's extra, its dense phase 1,
+    # is one of those phases: no copy of it).
+    return RunResult(trained.component, trained.trainable_parameters, facts, {str(out): from_history(trained.log)})

@@ -45,6 +45,7 @@ class SparseAdamW(torch.optim.Optimizer):
         # Parameters may come as a flat list or as torch-style groups (e.g. a head with its own lr).
         params = [p for group in self.param_groups for p in group["params"]]
         self.max_grad_norm = max_grad_norm
+        self.grad_norm: torch.Tensor | None = None  # the last step's pre-clip norm (see step)
         self.l1_scale = l1_lambda / max(l1_normaliser, 1)
         self._params_by_id = {id(p): p for p in params}
         self._indices: dict[int, torch.Tensor] = {}
@@ -108,10 +109,11 @@ class SparseAdamW(torch.optim.Optimizer):
                     grad.reshape(-1).add_(torch.sign(target.detach().reshape(-1) - ref), alpha=self.l1_scale)
                 grads.append(grad)
 
-        # 2. Clip the global norm of exactly those gradients.
-        if self.max_grad_norm and grads:
-            total = torch.nn.utils.get_total_norm(grads)
-            coef = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)  # as clip_grad_norm_
+        # 2. Clip the global norm of exactly those gradients (the pre-clip norm is kept for
+        # the training curves, as a tensor: reading it here would sync a GPU every step).
+        self.grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None
+        if self.max_grad_norm and self.grad_norm is not None:
+            coef = torch.clamp(self.max_grad_norm / (self.grad_norm + 1e-6), max=1.0)  # as clip_grad_norm_
             for grad in grads:
                 grad.mul_(coef)
 

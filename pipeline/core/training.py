@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+from pipeline.core import curves
 from pipeline.core.best_checkpoint import BestOnDev, DevCheck
 from pipeline.core import distributed
 from pipeline.core.loss_scaling import global_item_mean
@@ -79,7 +80,7 @@ def run_trainer(
             save_strategy="no",
             report_to="none",
             logging_strategy="steps",
-            logging_steps=max(1, steps // 5),
+            logging_steps=curves.logging_steps(steps),
             disable_tqdm=not config.progress,
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
@@ -87,7 +88,8 @@ def run_trainer(
         )
         trainer = Trainer(
             model=model, args=args, train_dataset=list(train_features), data_collator=phase.collator(collator),
-            optimizers=(optimizer, None), callbacks=[*callbacks, *phase.callbacks()],
+            optimizers=(optimizer, None),
+            callbacks=[*callbacks, curves.grad_norm_callback(optimizer), *phase.callbacks()],
         )
         with global_item_mean(model, distributed.world_size(), accumulation):
             phase.train(trainer)
@@ -160,9 +162,10 @@ def train_as_diff(
     diff_meta: dict[str, Any] | None = None,
     head_learning_rate: float | None = None,
     dev: DevCheck | None = None,
-) -> SparseDiff:
+) -> tuple[SparseDiff, list[dict[str, Any]]]:
     """Train ``body`` (maskable parameters; None: all of them, [] for none) and ``head``
-    densely from the model's current state θ_start; return φ = θ − θ_start as a diff.
+    densely from the model's current state θ_start; return φ = θ − θ_start as a diff, and
+    the run's log history.
 
     The mechanism of full fine-tuning, dense-composed, head-only and BitFit: the change is
     stored like an LT-SFT diff (only the entries that moved; the head whole), so evaluation
@@ -172,6 +175,7 @@ def train_as_diff(
     maskable = maskable_parameter_names(model)
     start = snapshot(model, maskable)
     trained = [*(maskable if body is None else body), *head]
-    train_parameters(model, trained, train_features, collator, budget, settings, description, max_grad_norm,
-                     head=head, head_learning_rate=head_learning_rate, dev=dev)
-    return SparseDiff.from_states(start, snapshot(model, [*maskable, *head]), maskable, head, **(diff_meta or {}))
+    log = train_parameters(model, trained, train_features, collator, budget, settings, description, max_grad_norm,
+                           head=head, head_learning_rate=head_learning_rate, dev=dev)
+    diff = SparseDiff.from_states(start, snapshot(model, [*maskable, *head]), maskable, head, **(diff_meta or {}))
+    return diff, log

@@ -49,13 +49,13 @@ class SubsetDiffMethod(Method):
             if k is not None:
                 record["k"] = k
             features = ctx.task.featurize(ctx.train, ctx.tokenizer, spec.max_length)
-            diff = train_as_diff(ctx.model, features, ctx.task.collator(ctx.tokenizer), head, spec.phase,
+            diff, log = train_as_diff(ctx.model, features, ctx.task.collator(ctx.tokenizer), head, spec.phase,
                                  spec.run(ctx.params.seed), body=body, max_grad_norm=spec.max_grad_norm,
                                  description=self.name,
                                  head_learning_rate=spec.head_learning_rate if self.trains_body else None,
                                  diff_meta={"base_model": ctx.params.model.name, "k": k},
                                  dev=ctx.dev_check(spec.max_length))
-            return Trained(diff, count_parameters_named(ctx.model, [*trained, *head]))
+            return Trained(diff, count_parameters_named(ctx.model, [*trained, *head]), log=log)
 
         return run_component(ctx, self.name, self.sections, spec.max_length, ctx.component(self.name), train)
 

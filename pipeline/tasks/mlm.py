@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, PreTrainedModel, PreTrainedTokenizerFast
@@ -102,9 +103,11 @@ class MaskedLM(Task):
 
 
 def warm_up_head(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, train_text: Sequence[str],
-                 dev_text: Sequence[str], spec, seed: int, eval_batch_size: int) -> dict[str, float | int]:
+                 dev_text: Sequence[str], spec, seed: int,
+                 eval_batch_size: int) -> tuple[dict[str, float | int], list[dict[str, Any]]]:
     """Train only the MLM head (``cls.*``) of an encoder that has none worth the name (e5),
-    the encoder and the tied decoder frozen; returns the dev loss before and after."""
+    the encoder and the tied decoder frozen; returns the dev loss before and after, and the
+    warm-up's log history (its training curve)."""
     from pipeline.core.best_checkpoint import DevCheck
     from pipeline.core.training import train_parameters
     from pipeline.tasks import get_task
@@ -115,10 +118,10 @@ def warm_up_head(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, tra
     before = mlm.evaluate(model, dev_text, tokenizer, spec.max_length, eval_batch_size)
     features = mlm.featurize(train_text, tokenizer, spec.max_length)
     dev = DevCheck(lambda m: mlm.evaluate(m, dev_text, tokenizer, spec.max_length, eval_batch_size), "loss", False)
-    train_parameters(model, head, features, mlm.collator(tokenizer), spec.phase, spec.run(seed),
-                     "mlm-head-warmup", max_grad_norm=spec.max_grad_norm, dev=dev)
+    log = train_parameters(model, head, features, mlm.collator(tokenizer), spec.phase, spec.run(seed),
+                           "mlm-head-warmup", max_grad_norm=spec.max_grad_norm, dev=dev)
     after = mlm.evaluate(model, dev_text, tokenizer, spec.max_length, eval_batch_size)
     for param in model.parameters():
         param.requires_grad_(True)
     return {"dev_loss_before": before["loss"], "dev_loss_after": after["loss"], "steps": spec.phase.steps,
-            "train_lines": len(train_text)}
+            "train_lines": len(train_text)}, log

@@ -49,7 +49,7 @@ class SparseFineTuning(Method):
             if result.phase1_diff is not None:
                 extras.append(self._phase1(ctx, result.phase1_diff, total))
             return Trained(result.diff, k + count_parameters_named(ctx.model, head),
-                           note=f"nnz {result.diff.nnz:,} of K {k:,}", extras=extras)
+                           note=f"nnz {result.diff.nnz:,} of K {k:,}", extras=extras, log=result.log)
 
         sections = self.language_sections if lang else self.sections
         return run_component(ctx, self.name, sections, spec.max_length, ctx.component(self.name), train)

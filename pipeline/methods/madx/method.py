@@ -81,10 +81,11 @@ class MadX(Method):
 
         def train(record: dict[str, Any]) -> Trained:
             features = ctx.task.featurize(ctx.train, ctx.tokenizer, spec.max_length)
-            train_parameters(ctx.model, names, features, ctx.task.collator(ctx.tokenizer), spec.phase,
-                             spec.run(ctx.params.seed), "madx-language", max_grad_norm=spec.max_grad_norm,
-                             dev=ctx.dev_check(spec.max_length))
-            return Trained(TrainedAdapter(madx.language), count_parameters(madx.language), note="language adapter")
+            log = train_parameters(ctx.model, names, features, ctx.task.collator(ctx.tokenizer), spec.phase,
+                                   spec.run(ctx.params.seed), "madx-language", max_grad_norm=spec.max_grad_norm,
+                                   dev=ctx.dev_check(spec.max_length))
+            return Trained(TrainedAdapter(madx.language), count_parameters(madx.language), note="language adapter",
+                           log=log)
 
         return run_component(ctx, self.name, self.language_sections, spec.max_length, ctx.component(self.name), train)
 
@@ -104,13 +105,13 @@ class MadX(Method):
         def train(record: dict[str, Any]) -> Trained:
             start = snapshot(ctx.model, head)
             features = ctx.task.featurize(ctx.train, ctx.tokenizer, spec.max_length)
-            train_parameters(ctx.model, names, features, ctx.task.collator(ctx.tokenizer), spec.phase,
-                             spec.run(params.seed), "madx-task", max_grad_norm=spec.max_grad_norm, head=head,
-                             head_learning_rate=spec.head_learning_rate, dev=ctx.dev_check(spec.max_length))
+            log = train_parameters(ctx.model, names, features, ctx.task.collator(ctx.tokenizer), spec.phase,
+                                   spec.run(params.seed), "madx-task", max_grad_norm=spec.max_grad_norm, head=head,
+                                   head_learning_rate=spec.head_learning_rate, dev=ctx.dev_check(spec.max_length))
             head_diff = SparseDiff.from_states(start, snapshot(ctx.model, head), [], head)
             return Trained(TrainedAdapter(madx.task, head_diff),
                            count_parameters(madx.task) + count_parameters_named(ctx.model, head),
-                           note="task adapter + head")
+                           note="task adapter + head", log=log)
 
         return run_component(ctx, self.name, self.sections, spec.max_length, ctx.component(self.name), train)
 
