@@ -34,9 +34,13 @@ def require_files(*paths: Path) -> None:
 
 
 def write_curves(curves: dict[str, Any]) -> None:
-    """Each output's training curves where the layout keeps them (layout.curves_dir)."""
+    """Each output's training curves where the layout keeps them (layout.curves_dir); by the
+    main process only when several train data-parallel."""
     from pipeline.core import curves as curve_files
+    from pipeline.core.distributed import is_main_process
 
+    if not is_main_process():
+        return
     for output, found in curves.items():
         curve_files.write(found, layout.curves_dir(output))
 
