@@ -26,8 +26,16 @@ import pandas as pd
 
 from pipeline.methods import interference_pairs
 
-__all__ = ["RULE", "Claim", "decide", "paired_differences", "interference_differences", "sparsity_differences",
-           "evaluate_claims", "claims_metrics"]
+__all__ = [
+    "RULE",
+    "Claim",
+    "claims_metrics",
+    "decide",
+    "evaluate_claims",
+    "interference_differences",
+    "paired_differences",
+    "sparsity_differences",
+]
 
 RULE = ("supported when the mean difference exceeds twice its standard error across the pairs "
         "(seed × target language, matched), not supported when it is below minus twice its standard error, "
@@ -36,7 +44,7 @@ SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NO_EVIDENCE = "supported", "not supporte
 # For reports/metrics.json: `dvc exp show` compares numbers, so each verdict has one.
 VERDICT_CODES = {SUPPORTED: 1, NOT_SUPPORTED: -1, INCONCLUSIVE: 0, NO_EVIDENCE: 0}
 
-SPARSE, DENSE = (dict((label, (composed, alone)) for label, composed, alone in interference_pairs()).get(kind)
+SPARSE, DENSE = ({label: (composed, alone) for label, composed, alone in interference_pairs()}.get(kind)
                  for kind in ("sparse", "dense"))
 SWEPT = "lt-sft"  # the method whose sparsity sweep claim 5 reads
 KEYS = ["task", "seed", "lang"]  # what pairs are matched by
@@ -159,7 +167,7 @@ def _missing(rows: Sequence[Mapping], methods: Sequence[str], tasks: Iterable[st
     absent = [m for m in methods if m not in present]
     if absent:
         return f"no results for {', '.join(absent)} (not in this preset's methods)"
-    return "no pair of these methods scored on the same seed and target"
+    return "no pair of these methods scored on the headline metric for the same seed and target"
 
 
 def _claim(id: str, statement: str, compares: str, diffs: pd.DataFrame, no_evidence: str, note: str = "") -> Claim:

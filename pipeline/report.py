@@ -333,18 +333,19 @@ def _render_claims(claims: Sequence[Claim], rows: Sequence[Mapping[str, Any]]) -
     for claim in claims:
         mean = "–" if claim.mean_diff is None else f"{claim.mean_diff:+.2f}"
         stderr = "–" if claim.stderr is None else f"{claim.stderr:.2f}"
-        css = {SUPPORTED: "pos", NOT_SUPPORTED: "neg", NO_EVIDENCE: "none"}.get(claim.verdict, "")
+        css = {SUPPORTED: "verdict pos", NOT_SUPPORTED: "verdict neg", NO_EVIDENCE: "verdict none"}.get(claim.verdict,
+                                                                                                     "verdict")
         verdict = claim.verdict if claim.verdict in (SUPPORTED, NOT_SUPPORTED, NO_EVIDENCE) else f"{claim.verdict} at this budget"
         body.append(f"<tr data-claim='{_esc(claim.id)}'><td>{_esc(claim.statement)}</td>"
                     f"<td class='compares'>{_esc(claim.compares)}</td><td>{_esc(', '.join(claim.tasks) or '–')}</td>"
                     f"<td>{claim.n}</td><td>{mean}</td><td>{stderr}</td>"
-                    f"<td class='verdict {css}'>{_esc(verdict)}</td><td>{_esc(claim.reason)}</td></tr>")
+                    f"<td class='{css}'>{_esc(verdict)}</td><td>{_esc(claim.reason)}</td></tr>")
     tasks = sorted({r["task"] for r in rows})
     judged = ", ".join(f"{task.upper()} {metric_label(m)}" for task in tasks if (m := plots.headline_metric(task, rows)))
     note = (f"Each claim is a difference of scores in points, taken per pair of runs matched by task, seed and target "
             f"language (n pairs; claim 1 per task, the others pooled over the tasks listed), on each task's headline "
             f"metric, as in the figures: {judged}. Verdict: {RULE}. Claim 5 compares, per pair, the best smaller K of "
-            f"the sparsity sweep (by mean over the pairs) with its largest K. Mean difference ± its standard error.")
+            f"the sparsity sweep (by mean over the pairs) with its largest K.")
     return ("<section id='claims'><h2>Claims</h2>"
             f"<p class='tablenote'>{_esc(note)}</p><div class='scroll'><table class='claims'><thead><tr>"
             "<th>claim</th><th>compares</th><th>tasks</th><th>n</th><th>mean diff (points)</th><th>std. error</th>"

@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.claims import (INCONCLUSIVE, NO_EVIDENCE, NOT_SUPPORTED, RULE, SUPPORTED, decide, evaluate_claims,
-                             paired_differences)
+from pipeline.claims import (
+    INCONCLUSIVE,
+    NO_EVIDENCE,
+    NOT_SUPPORTED,
+    RULE,
+    SUPPORTED,
+    decide,
+    evaluate_claims,
+    paired_differences,
+)
 from pipeline.report import TaskReport, render_report, report_claims, report_metrics
 
 POS = {"pos": "accuracy"}
@@ -182,14 +190,14 @@ def test_report_renders_the_claims_section_at_the_top(tmp_path: Path) -> None:
     page = render_report("t", [TaskReport("pos", rows), TaskReport("dp", dp)], tmp_path, intro="Intro.")
     sections = re.findall(r"<section id='([^']+)'>", page)
     assert sections[0] == "claims" and page.index("<section id='claims'>") < page.index("<nav>")
-    claims = re.search(r"<section id='claims'>.*?</section>", page, flags=re.S).group(0)
+    claims = re.search(r"<section id='claims'>.*?</section>", page, flags=re.DOTALL).group(0)
     assert RULE in claims.replace("&#x27;", "'") and "POS accuracy" in claims
-    one = re.search(r"<tr data-claim='ltsft_beats_madx_pos'>(.*?)</tr>", claims, flags=re.S).group(1)
+    one = re.search(r"<tr data-claim='ltsft_beats_madx_pos'>(.*?)</tr>", claims, flags=re.DOTALL).group(1)
     assert re.findall(r"<td[^>]*>(.*?)</td>", one)[3:7] == ["4", "+3.00", "1.08", "supported"]
     assert "inconclusive at this budget" not in one
     assert "no results for lt-sft-task-only" in claims  # a missing method says which
     # dp is judged on its headline metric (LAS): UAS rows alone give no evidence
-    dp_row = re.search(r"<tr data-claim='ltsft_beats_madx_dp'>(.*?)</tr>", claims, flags=re.S).group(1)
+    dp_row = re.search(r"<tr data-claim='ltsft_beats_madx_dp'>(.*?)</tr>", claims, flags=re.DOTALL).group(1)
     assert "no evidence" in dp_row and "DP LAS" in claims
 
 
