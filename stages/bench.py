@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench import MBERT_CONFIG, bench_paper_rate, run_benchmark
+from benchmarks.throughput import THROUGHPUT_CONFIG, bench_throughput
 from pipeline.core.atomic import write_json
-from benchmarks.bench import bench_paper_rate, run_benchmark
+from pipeline.core.errors import LtsftError
 
 # (key, label, unit, format) in print order; absent or None values print as "-".
 ROWS: list[tuple[str, str, str, str]] = [
@@ -37,6 +39,12 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("dense_optimizer_seconds", "  of which optimizer (fused)", "ms", "{:.1f}"),
     ("dense_unfused_optimizer_seconds", "  of which optimizer (plain)", "ms", "{:.1f}"),
     ("sparse_optimizer_seconds", "  of which optimizer (sparse)", "ms", "{:.1f}"),
+    ("plain_tokens_per_second", "tagging: plain Trainer tokens/s", "", "{:,.0f}"),
+    ("phase1_throughput_over_plain", "tagging: LT-SFT phase 1 / plain", "x", "{:.3f}"),
+    ("phase2_throughput_over_plain", "tagging: LT-SFT phase 2 / plain", "x", "{:.3f}"),
+    ("mlm_plain_tokens_per_second", "MLM: plain BertForMaskedLM tokens/s", "", "{:,.0f}"),
+    ("mlm_phase1_throughput_over_plain", "MLM: LT-SFT phase 1 / plain", "x", "{:.3f}"),
+    ("mlm_phase2_throughput_over_plain", "MLM: LT-SFT phase 2 / plain", "x", "{:.3f}"),
     ("torch_version", "torch", "", "{}"),
     ("cpu_count", "CPUs", "", "{}"),
     ("wall_seconds", "total wall time", "s", "{:.1f}"),
@@ -62,14 +70,42 @@ def format_table(figures: dict[str, Any]) -> str:
     if figures.get("selection_seconds_runs"):
         runs = ", ".join(f"{t:.2f}" for t in figures["selection_seconds_runs"])
         lines.append(f"{'selection (ours) every run':<{width}}  {runs} s")
-    if figures.get("step_setup"):
-        lines.append(f"{'step setup':<{width}}  {figures['step_setup']}")
+    for key, label in (("step_setup", "step setup"), ("throughput_setup", "tagging setup"),
+                       ("mlm_throughput_setup", "MLM setup")):
+        if figures.get(key):
+            lines.append(f"{label:<{width}}  {figures[key]}")
     return "\n".join(lines)
 
 
-def run(json_out: Path | None, k: int, skip_naive: bool) -> dict[str, Any]:
+# Throughput geometries: "small" (mBERT's vocabulary, a short narrow body: minutes on a CPU)
+# and "mbert" (mBERT itself, batch 8 x 256: the paper's language-SFT shape, for GPUs).
+GEOMETRIES: dict[str, tuple[dict[str, Any], int]] = {
+    "small": (THROUGHPUT_CONFIG, 128),
+    "mbert": (MBERT_CONFIG, 256),
+}
+
+
+def run_throughput(geometry: str = "small", bf16: bool = False, rounds: int = 4, timed: int = 8,
+                   kinds: tuple[str, ...] = ("tagging", "mlm")) -> dict[str, Any]:
+    """Plain Trainer against LT-SFT's phases, tokens/s, for each kind (benchmarks/throughput.py)."""
+    if geometry not in GEOMETRIES:
+        raise LtsftError(f"--geometry: must be one of {', '.join(GEOMETRIES)} (got {geometry!r})")
+    config, seq_len = GEOMETRIES[geometry]
+    figures: dict[str, Any] = {}
+    for kind in kinds:
+        figures.update(bench_throughput(kind, config, seq_len=seq_len, rounds=rounds, timed=timed, bf16=bf16,
+                                        progress=_progress))
+    return figures
+
+
+def run(json_out: Path | None, k: int, skip_naive: bool, throughput: bool = True, only_throughput: bool = False,
+        geometry: str = "small", bf16: bool = False) -> dict[str, Any]:
     """Measure everything once, print the table, and write the JSON if asked."""
-    figures = run_benchmark(k=k, skip_naive=skip_naive, progress=_progress)
+    figures: dict[str, Any] = {}
+    if not only_throughput:
+        figures.update(run_benchmark(k=k, skip_naive=skip_naive, progress=_progress))
+    if throughput or only_throughput:
+        figures.update(run_throughput(geometry, bf16))
     print(format_table(figures))
     if json_out is not None:
         write_json(json_out, figures)

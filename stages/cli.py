@@ -305,14 +305,21 @@ def bench(
     skip_naive: Annotated[bool, typer.Option("--skip-naive", help="Skip the slow reference-style selection.")] = False,
     paper_rate: Annotated[bool, typer.Option(
         "--paper-rate", help="Only measure steps/second of a paper-scale language-SFT step (for planning).")] = False,
+    throughput: Annotated[bool, typer.Option(
+        help="Also time plain Trainer fine-tuning against LT-SFT's phases (tagging and masked LM).")] = True,
+    only_throughput: Annotated[bool, typer.Option("--only-throughput", help="Only the throughput section.")] = False,
+    geometry: Annotated[str, typer.Option(
+        help="Throughput model: small (mBERT's vocabulary, 2 narrow layers, 8 x 128) or mbert (8 x 256).")] = "small",
+    bf16: Annotated[bool, typer.Option("--bf16", help="Throughput in bf16 autocast (the Trainer's bf16).")] = False,
 ) -> None:
-    """Benchmark selection, storage and sparse training steps on an mBERT-size model."""
+    """Benchmark selection, storage, sparse steps and training throughput on mBERT-size models."""
     from stages import bench as stage
 
     if paper_rate:
         stage.run_paper_rate(json_out)
         return
-    stage.run(json_out, k=k, skip_naive=skip_naive)
+    stage.run(json_out, k=k, skip_naive=skip_naive, throughput=throughput, only_throughput=only_throughput,
+              geometry=geometry, bf16=bf16)
 
 
 if __name__ == "__main__":  # `python -m stages.cli …`, e.g. under accelerate launch or torchrun
