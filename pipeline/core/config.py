@@ -175,6 +175,7 @@ class RunSpec:
     learning_rate: float
     seed: int
     progress: bool = True
+    group_by_length: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,9 +190,12 @@ class DenseSpec:
     max_length: int = setting("Maximum sequence length in subword pieces.", minimum=8)
     head_learning_rate: float | None = setting(
         "A task head's own learning rate (null: learning_rate).", None, minimum=0.0, exclusive=True)
+    group_by_length: bool = setting(
+        "Batch examples of similar length together (transformers' LengthGroupedSampler: less padding, the same "
+        "steps and examples per step; default false: random batches).", False)
 
     def run(self, seed: int) -> RunSpec:
-        return RunSpec(self.batch_size, self.learning_rate, seed)
+        return RunSpec(self.batch_size, self.learning_rate, seed, group_by_length=self.group_by_length)
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,9 @@ class TrainSpec:
     max_length: int = setting("Maximum sequence length in subword pieces.", minimum=8)
     head_learning_rate: float | None = setting(
         "A task head's own learning rate (null: learning_rate).", None, minimum=0.0, exclusive=True)
+    group_by_length: bool = setting(
+        "Batch examples of similar length together (transformers' LengthGroupedSampler: less padding, the same "
+        "steps and examples per step; default false: random batches).", False)
 
     def lottery(self, k: int, seed: int, selection: str = "magnitude") -> LotteryConfig:
         from pipeline.methods.lt_sft.lottery import LotteryConfig  # torch: only once training starts
@@ -495,6 +502,10 @@ def _value(tp: Any, value: Any, key: str, rule: Any = None, optional: bool = Fal
     if dataclasses.is_dataclass(tp):
         return _section(tp, value, key)
     or_null = " or null" if optional else ""
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false{or_null} (got {value!r})")
+        return value
     if tp is int:
         minimum = rule.get("minimum")
         if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):

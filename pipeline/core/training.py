@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from pipeline.core.best_checkpoint import BestOnDev, DevCheck
+from pipeline.core.sampling import sampler_arguments
 from pipeline.core.errors import LtsftError
 from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.core.parameters import maskable_parameter_names, snapshot
@@ -70,6 +71,7 @@ def run_trainer(
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
+            **sampler_arguments(config),  # group_by_length: batches of similar length
         )
         trainer = Trainer(
             model=model, args=args, train_dataset=list(train_features), data_collator=collator,

@@ -46,6 +46,7 @@ class LotteryConfig:
     selection: Literal["magnitude", "random"] = "magnitude"
     seed: int = 42
     progress: bool = True
+    group_by_length: bool = False  # batches of similar length (pipeline/core/sampling.py)
 
 
 @dataclass
