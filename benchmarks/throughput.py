@@ -240,6 +240,8 @@ def bench_throughput(
         collator: Callable = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=-100)
     else:
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=MASK_PROBABILITY, seed=seed)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     walls: dict[str, list[float]] = {"plain": [], "phase1": [], "phase2": []}
     cpus: dict[str, list[float]] = {"plain": [], "phase1": [], "phase2": []}
     per_round: list[dict[str, float]] = []
@@ -280,4 +282,6 @@ def bench_throughput(
         f"{prefix}phase1_throughput_over_plain_cpu_time": cpu["plain"] / cpu["phase1"],
         f"{prefix}phase2_throughput_over_plain_cpu_time": cpu["plain"] / cpu["phase2"],
         f"{prefix}plain_step_seconds": median["plain"],
+        # The larger of the two sides (plain MLM's full-vocabulary logits, usually).
+        f"{prefix}peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
     }

@@ -99,13 +99,13 @@ def run_throughput(geometry: str = "small", bf16: bool = False, rounds: int = 4,
 
 
 def run(json_out: Path | None, k: int, skip_naive: bool, throughput: bool = True, only_throughput: bool = False,
-        geometry: str = "small", bf16: bool = False) -> dict[str, Any]:
+        geometry: str = "small", bf16: bool = False, rounds: int = 4, timed: int = 8) -> dict[str, Any]:
     """Measure everything once, print the table, and write the JSON if asked."""
     figures: dict[str, Any] = {}
     if not only_throughput:
         figures.update(run_benchmark(k=k, skip_naive=skip_naive, progress=_progress))
     if throughput or only_throughput:
-        figures.update(run_throughput(geometry, bf16))
+        figures.update(run_throughput(geometry, bf16, rounds, timed))
     print(format_table(figures))
     if json_out is not None:
         write_json(json_out, figures)
@@ -117,6 +117,19 @@ def run_paper_rate(json_out: Path | None) -> dict[str, Any]:
     figures = bench_paper_rate()
     print(f"{figures['paper_step_setup']}: {figures['paper_step_seconds']:.2f} s/step "
           f"= {figures['paper_steps_per_second']:.3f} steps/s")
+    if json_out is not None:
+        write_json(json_out, figures)
+    return figures
+
+
+def run_padding(json_out: Path | None, params: Any) -> dict[str, Any]:
+    """Padding shares of the current params' training data, random and length-grouped batches."""
+    from benchmarks.padding import demo_padding
+
+    _progress("padding shares: random against length-grouped batches")
+    figures = demo_padding(params)
+    for key, value in figures.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     if json_out is not None:
         write_json(json_out, figures)
     return figures

@@ -210,3 +210,23 @@ def test_stage_runs_throughput_and_refuses_an_unknown_geometry(
     assert "LT-SFT phase 1 / plain" in capsys.readouterr().out
     with pytest.raises(LtsftError, match="--geometry"):
         stage.run(None, k=1, skip_naive=True, only_throughput=True, geometry="huge")
+
+
+def test_padding_share_falls_with_length_grouping() -> None:
+    """The Trainer's own batches: grouped ones pad less, and each setting is deterministic."""
+    import random
+
+    from transformers import DataCollatorForTokenClassification
+
+    from benchmarks.padding import padding_share
+    from benchmarks.throughput import synthetic_tokenizer
+
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 60) for _ in range(200)]
+    features = [{"input_ids": [7] * n, "attention_mask": [1] * n, "labels": [1] * n} for n in lengths]
+    collator = DataCollatorForTokenClassification(synthetic_tokenizer(100))
+    random_batches = padding_share(features, collator, 8, 30, 0, group_by_length=False)
+    grouped = padding_share(features, collator, 8, 30, 0, group_by_length=True)
+    assert grouped["padding_share"] < random_batches["padding_share"] / 2
+    assert padding_share(features, collator, 8, 30, 0, group_by_length=True) == grouped
+    assert 0 < grouped["padding_share"] < 1
