@@ -61,6 +61,8 @@ def format_table(figures: dict[str, Any]) -> str:
     width = max(len(label) for _, label, _, _ in ROWS)
     lines = []
     for key, label, unit, fmt in ROWS:
+        if key not in figures:  # a section that was not run (e.g. --only-throughput)
+            continue
         value = figures.get(key)
         if value is None:
             text = "-"
@@ -99,13 +101,23 @@ def run_throughput(geometry: str = "small", bf16: bool = False, rounds: int = 4,
 
 
 def run(json_out: Path | None, k: int, skip_naive: bool, throughput: bool = True, only_throughput: bool = False,
-        geometry: str = "small", bf16: bool = False, rounds: int = 4, timed: int = 8) -> dict[str, Any]:
+        geometry: str = "small", bf16: bool = False, rounds: int = 4, timed: int = 8,
+        threads: int | None = None) -> dict[str, Any]:
     """Measure everything once, print the table, and write the JSON if asked."""
+    if threads is not None:
+        # On a machine shared with other jobs, two threads that wait for each other at every
+        # parallel region make wall times depend on the scheduler more than on the code.
+        import torch
+
+        torch.set_num_threads(threads)
     figures: dict[str, Any] = {}
     if not only_throughput:
         figures.update(run_benchmark(k=k, skip_naive=skip_naive, progress=_progress))
     if throughput or only_throughput:
         figures.update(run_throughput(geometry, bf16, rounds, timed))
+        import torch
+
+        figures["throughput_torch_threads"] = torch.get_num_threads()
     print(format_table(figures))
     if json_out is not None:
         write_json(json_out, figures)

@@ -313,6 +313,8 @@ def bench(
     bf16: Annotated[bool, typer.Option("--bf16", help="Throughput in bf16 autocast (the Trainer's bf16).")] = False,
     rounds: Annotated[int, typer.Option(help="Throughput: interleaved rounds (plain, then LT-SFT, or reversed).")] = 4,
     timed: Annotated[int, typer.Option(help="Throughput: timed steps per phase and round (after 2 warm-up).")] = 8,
+    threads: Annotated[int | None, typer.Option(
+        help="torch threads for the run (default: torch's choice; 1 gives steadier ratios on a shared machine).")] = None,
     padding: Annotated[bool, typer.Option(
         "--padding", help="Only the share of padding per batch in this checkout's training data (params.yaml; "
         "needs `ltsft download` and `prepare-model`), random against length-grouped batches.")] = False,
@@ -328,7 +330,7 @@ def bench(
         stage.run_paper_rate(json_out)
         return
     stage.run(json_out, k=k, skip_naive=skip_naive, throughput=throughput, only_throughput=only_throughput,
-              geometry=geometry, bf16=bf16, rounds=rounds, timed=timed)
+              geometry=geometry, bf16=bf16, rounds=rounds, timed=timed, threads=threads)
 
 
 if __name__ == "__main__":  # `python -m stages.cli …`, e.g. under accelerate launch or torchrun
