@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check: is this checkout ready for a GPU cluster? One JSON out, ~5 minutes on one modern GPU.
+# GPU check: is this checkout ready for a GPU cluster? One JSON out; sized for < 8 minutes on one
+# modern GPU (not yet timed on one).
 #
 #   bash scripts/gpu_check.sh [OUT.json]      (default: gpu_check.json in the current directory)
 #
