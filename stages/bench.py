@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench import MBERT_CONFIG, bench_paper_rate, run_benchmark
+from benchmarks.throughput import THROUGHPUT_CONFIG, bench_throughput
 from pipeline.core.atomic import write_json
-from benchmarks.bench import bench_paper_rate, run_benchmark
+from pipeline.core.errors import LtsftError
 
 # (key, label, unit, format) in print order; absent or None values print as "-".
 ROWS: list[tuple[str, str, str, str]] = [
@@ -37,6 +39,12 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("dense_optimizer_seconds", "  of which optimizer (fused)", "ms", "{:.1f}"),
     ("dense_unfused_optimizer_seconds", "  of which optimizer (plain)", "ms", "{:.1f}"),
     ("sparse_optimizer_seconds", "  of which optimizer (sparse)", "ms", "{:.1f}"),
+    ("plain_tokens_per_second", "tagging: plain Trainer tokens/s", "", "{:,.0f}"),
+    ("phase1_throughput_over_plain", "tagging: LT-SFT phase 1 / plain", "x", "{:.3f}"),
+    ("phase2_throughput_over_plain", "tagging: LT-SFT phase 2 / plain", "x", "{:.3f}"),
+    ("mlm_plain_tokens_per_second", "MLM: plain BertForMaskedLM tokens/s", "", "{:,.0f}"),
+    ("mlm_phase1_throughput_over_plain", "MLM: LT-SFT phase 1 / plain", "x", "{:.3f}"),
+    ("mlm_phase2_throughput_over_plain", "MLM: LT-SFT phase 2 / plain", "x", "{:.3f}"),
     ("torch_version", "torch", "", "{}"),
     ("cpu_count", "CPUs", "", "{}"),
     ("wall_seconds", "total wall time", "s", "{:.1f}"),
@@ -53,6 +61,8 @@ def format_table(figures: dict[str, Any]) -> str:
     width = max(len(label) for _, label, _, _ in ROWS)
     lines = []
     for key, label, unit, fmt in ROWS:
+        if key not in figures:  # a section that was not run (e.g. --only-throughput)
+            continue
         value = figures.get(key)
         if value is None:
             text = "-"
@@ -62,14 +72,52 @@ def format_table(figures: dict[str, Any]) -> str:
     if figures.get("selection_seconds_runs"):
         runs = ", ".join(f"{t:.2f}" for t in figures["selection_seconds_runs"])
         lines.append(f"{'selection (ours) every run':<{width}}  {runs} s")
-    if figures.get("step_setup"):
-        lines.append(f"{'step setup':<{width}}  {figures['step_setup']}")
+    for key, label in (("step_setup", "step setup"), ("throughput_setup", "tagging setup"),
+                       ("mlm_throughput_setup", "MLM setup")):
+        if figures.get(key):
+            lines.append(f"{label:<{width}}  {figures[key]}")
     return "\n".join(lines)
 
 
-def run(json_out: Path | None, k: int, skip_naive: bool) -> dict[str, Any]:
+# Throughput geometries: "small" (mBERT's vocabulary, a short narrow body: minutes on a CPU)
+# and "mbert" (mBERT itself, batch 8 x 256: the paper's language-SFT shape, for GPUs).
+GEOMETRIES: dict[str, tuple[dict[str, Any], int]] = {
+    "small": (THROUGHPUT_CONFIG, 128),
+    "mbert": (MBERT_CONFIG, 256),
+}
+
+
+def run_throughput(geometry: str = "small", bf16: bool = False, rounds: int = 4, timed: int = 8,
+                   kinds: tuple[str, ...] = ("tagging", "mlm")) -> dict[str, Any]:
+    """Plain Trainer against LT-SFT's phases, tokens/s, for each kind (benchmarks/throughput.py)."""
+    if geometry not in GEOMETRIES:
+        raise LtsftError(f"--geometry: must be one of {', '.join(GEOMETRIES)} (got {geometry!r})")
+    config, seq_len = GEOMETRIES[geometry]
+    figures: dict[str, Any] = {}
+    for kind in kinds:
+        figures.update(bench_throughput(kind, config, seq_len=seq_len, rounds=rounds, timed=timed, bf16=bf16,
+                                        progress=_progress))
+    return figures
+
+
+def run(json_out: Path | None, k: int, skip_naive: bool, throughput: bool = True, only_throughput: bool = False,
+        geometry: str = "small", bf16: bool = False, rounds: int = 4, timed: int = 8,
+        threads: int | None = None) -> dict[str, Any]:
     """Measure everything once, print the table, and write the JSON if asked."""
-    figures = run_benchmark(k=k, skip_naive=skip_naive, progress=_progress)
+    if threads is not None:
+        # On a machine shared with other jobs, two threads that wait for each other at every
+        # parallel region make wall times depend on the scheduler more than on the code.
+        import torch
+
+        torch.set_num_threads(threads)
+    figures: dict[str, Any] = {}
+    if not only_throughput:
+        figures.update(run_benchmark(k=k, skip_naive=skip_naive, progress=_progress))
+    if throughput or only_throughput:
+        figures.update(run_throughput(geometry, bf16, rounds, timed))
+        import torch
+
+        figures["throughput_torch_threads"] = torch.get_num_threads()
     print(format_table(figures))
     if json_out is not None:
         write_json(json_out, figures)
@@ -81,6 +129,19 @@ def run_paper_rate(json_out: Path | None) -> dict[str, Any]:
     figures = bench_paper_rate()
     print(f"{figures['paper_step_setup']}: {figures['paper_step_seconds']:.2f} s/step "
           f"= {figures['paper_steps_per_second']:.3f} steps/s")
+    if json_out is not None:
+        write_json(json_out, figures)
+    return figures
+
+
+def run_padding(json_out: Path | None, params: Any) -> dict[str, Any]:
+    """Padding shares of the current params' training data, random and length-grouped batches."""
+    from benchmarks.padding import demo_padding
+
+    _progress("padding shares: random against length-grouped batches")
+    figures = demo_padding(params)
+    for key, value in figures.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     if json_out is not None:
         write_json(json_out, figures)
     return figures

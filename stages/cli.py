@@ -311,14 +311,32 @@ def bench(
     skip_naive: Annotated[bool, typer.Option("--skip-naive", help="Skip the slow reference-style selection.")] = False,
     paper_rate: Annotated[bool, typer.Option(
         "--paper-rate", help="Only measure steps/second of a paper-scale language-SFT step (for planning).")] = False,
+    throughput: Annotated[bool, typer.Option(
+        help="Also time plain Trainer fine-tuning against LT-SFT's phases (tagging and masked LM).")] = True,
+    only_throughput: Annotated[bool, typer.Option("--only-throughput", help="Only the throughput section.")] = False,
+    geometry: Annotated[str, typer.Option(
+        help="Throughput model: small (mBERT's vocabulary, 2 narrow layers, 8 x 128) or mbert (8 x 256).")] = "small",
+    bf16: Annotated[bool, typer.Option("--bf16", help="Throughput in bf16 autocast (the Trainer's bf16).")] = False,
+    rounds: Annotated[int, typer.Option(help="Throughput: interleaved rounds (plain, then LT-SFT, or reversed).")] = 4,
+    timed: Annotated[int, typer.Option(help="Throughput: timed steps per phase and round (after 2 warm-up).")] = 8,
+    threads: Annotated[int | None, typer.Option(
+        help="torch threads for the run (default: torch's choice; 1 gives steadier ratios on a shared machine).")] = None,
+    padding: Annotated[bool, typer.Option(
+        "--padding", help="Only the share of padding per batch in this checkout's training data (params.yaml; "
+        "needs `ltsft download` and `prepare-model`), random against length-grouped batches.")] = False,
+    params: Annotated[Path, typer.Option(help="params file (for --padding).")] = Path("params.yaml"),
 ) -> None:
-    """Benchmark selection, storage and sparse training steps on an mBERT-size model."""
+    """Benchmark selection, storage, sparse steps and training throughput on mBERT-size models."""
     from stages import bench as stage
 
+    if padding:
+        stage.run_padding(json_out, _prepare(params))
+        return
     if paper_rate:
         stage.run_paper_rate(json_out)
         return
-    stage.run(json_out, k=k, skip_naive=skip_naive)
+    stage.run(json_out, k=k, skip_naive=skip_naive, throughput=throughput, only_throughput=only_throughput,
+              geometry=geometry, bf16=bf16, rounds=rounds, timed=timed, threads=threads)
 
 
 @slurm_app.command("submit")

@@ -112,7 +112,7 @@ def test_stage_prints_table_and_writes_json(
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(stage, "run_benchmark", lambda **kwargs: calls.append(kwargs) or dict(figures))
     out = tmp_path / "bench.json"
-    stage.run(out, k=TINY_K, skip_naive=True)
+    stage.run(out, k=TINY_K, skip_naive=True, throughput=False)
     assert calls[0]["k"] == TINY_K and calls[0]["skip_naive"] is True
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
     printed = capsys.readouterr().out
@@ -127,3 +127,106 @@ def test_paper_rate_runs_the_language_sft_step_on_a_small_config():
     figures = bench_paper_rate(batch_size=2, seq_len=16, timed=2, config=config, device="cpu")
     assert figures["paper_step_seconds"] > 0
     assert abs(figures["paper_steps_per_second"] * figures["paper_step_seconds"] - 1) < 1e-9
+
+
+# --------------------------------------------------------------------------- throughput
+TINY_THROUGHPUT = dict(TINY_STEP, vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def throughput() -> dict[str, Any]:
+    from benchmarks.throughput import bench_throughput
+
+    figures: dict[str, Any] = {}
+    for kind in ("tagging", "mlm"):
+        figures.update(bench_throughput(kind, TINY_THROUGHPUT, batch_size=2, seq_len=12, warmup=1, timed=2,
+                                        rounds=2, device="cpu"))
+    return figures
+
+
+def test_throughput_keys_and_ratios(throughput: dict[str, Any]) -> None:
+    json.dumps(throughput)
+    for prefix in ("", "mlm_"):
+        plain = throughput[f"{prefix}plain_tokens_per_second"]
+        assert plain > 0
+        for phase in ("phase1", "phase2"):
+            ratio = throughput[f"{prefix}{phase}_throughput_over_plain"]
+            # The ratio is the two sides' tokens/s (same tokens per step), not a constant.
+            assert ratio == pytest.approx(throughput[f"{prefix}{phase}_tokens_per_second"] / plain)
+            assert len(throughput[f"{prefix}{phase}_throughput_over_plain_rounds"]) == 2
+    assert "BertForMaskedLM" in throughput["mlm_throughput_setup"]
+    assert "L1 0.1" in throughput["mlm_throughput_setup"]  # language diffs' paper setting
+
+
+def test_step_clock_times_each_optimizer_separately() -> None:
+    """The clock keys marks by optimizer instance (one per phase) and ignores the rest."""
+    from benchmarks.throughput import StepClock
+
+    param = torch.nn.Parameter(torch.ones(3))
+    first, second = torch.optim.SGD([param], lr=0.1), torch.optim.SGD([param], lr=0.1)
+    ignored = torch.optim.Adam([param])
+    clock = StepClock(lambda opt: isinstance(opt, torch.optim.SGD), "cpu")
+    param.grad = torch.ones(3)
+    with clock.running():
+        for opt in (first, first, ignored, second, first):
+            opt.step()
+    first.step()  # after the hook is removed
+    assert [len(clock.marks[key]) for key in clock.order] == [3, 1]
+    assert clock.order == [id(first), id(second)]
+
+
+def test_lt_sft_side_runs_both_phases_through_train_lt_sft(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LT-SFT side is the real code path: train_lt_sft, two SparseAdamW phases."""
+    from benchmarks import throughput as tp
+
+    calls: list[Any] = []
+    real = tp.train_lt_sft
+    monkeypatch.setattr(tp, "train_lt_sft", lambda *a, **kw: calls.append(a[3]) or real(*a, **kw))
+    _, ours = tp.build_models("tagging", TINY_THROUGHPUT, 0)
+    features = tp.synthetic_features("tagging", 8, 10, TINY_THROUGHPUT["vocab_size"], 0)
+    from transformers import DataCollatorForTokenClassification
+
+    collator = DataCollatorForTokenClassification(tp.synthetic_tokenizer(TINY_THROUGHPUT["vocab_size"]))
+    marks = tp.run_lt_sft(ours, features, collator, 4, 2, 0.1, 0.0, 0, "cpu", False)
+    assert len(calls) == 1 and calls[0].phase1.steps == calls[0].phase2.steps == 4
+    assert [len(m) for m in marks] == [4, 4]
+
+
+def test_stage_runs_throughput_and_refuses_an_unknown_geometry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from pipeline.core.errors import LtsftError
+    from stages import bench as stage
+
+    monkeypatch.setitem(stage.GEOMETRIES, "tiny", (TINY_THROUGHPUT, 10))
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(stage, "bench_throughput",
+                        lambda kind, config, **kw: calls.append(dict(kw, kind=kind, config=config))
+                        or {f"{'mlm_' if kind == 'mlm' else ''}phase1_throughput_over_plain": 1.0})
+    out = tmp_path / "bench.json"
+    figures = stage.run(out, k=1, skip_naive=True, only_throughput=True, geometry="tiny")
+    assert [c["kind"] for c in calls] == ["tagging", "mlm"] and calls[0]["seq_len"] == 10
+    assert json.loads(out.read_text()) == figures and "maskable_entries" not in figures
+    assert "LT-SFT phase 1 / plain" in capsys.readouterr().out
+    with pytest.raises(LtsftError, match="--geometry"):
+        stage.run(None, k=1, skip_naive=True, only_throughput=True, geometry="huge")
+
+
+def test_padding_share_falls_with_length_grouping() -> None:
+    """The Trainer's own batches: grouped ones pad less, and each setting is deterministic."""
+    import random
+
+    from transformers import DataCollatorForTokenClassification
+
+    from benchmarks.padding import padding_share
+    from benchmarks.throughput import synthetic_tokenizer
+
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 60) for _ in range(200)]
+    features = [{"input_ids": [7] * n, "attention_mask": [1] * n, "labels": [1] * n} for n in lengths]
+    collator = DataCollatorForTokenClassification(synthetic_tokenizer(100))
+    random_batches = padding_share(features, collator, 8, 30, 0, group_by_length=False)
+    grouped = padding_share(features, collator, 8, 30, 0, group_by_length=True)
+    assert grouped["padding_share"] < random_batches["padding_share"] / 2
+    assert padding_share(features, collator, 8, 30, 0, group_by_length=True) == grouped
+    assert 0 < grouped["padding_share"] < 1

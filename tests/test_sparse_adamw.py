@@ -262,3 +262,48 @@ def test_param_groups_give_the_head_its_own_rate():
     assert torch.allclose(body_step[[1, 4]], torch.full((2,), 1e-3), rtol=1e-3)
     assert int((body_step > 0).sum()) == 2
     assert param_groups(params, ["body", "head"], ["head"], 1e-3, None) == [{"params": [body, head], "lr": 1e-3}]
+
+
+# --------------------------------------------------------------------------- devices and buffers
+def _sparse_setup(seed: int = 0):
+    params = make_params(seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    indices = {p: random_indices(p.numel(), generator, 0.3) for p in params}
+    reference = {p: p.detach().clone() for p in params}
+    opt = SparseAdamW(params, **HYPER, trainable_indices=indices, max_grad_norm=1.0, l1_lambda=0.5,
+                      l1_reference=reference)
+    return params, indices, reference, opt, generator
+
+
+def test_gradient_buffers_are_reused_between_steps():
+    params, _, _, opt, generator = _sparse_setup()
+    pointers = []
+    for _ in range(3):
+        set_grads(params, random_grads(params, generator))
+        opt.step()
+        pointers.append([opt._targets[id(p)].grad.data_ptr() for p in params])
+        opt.zero_grad()
+    assert pointers[0] == pointers[1] == pointers[2]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_model_moved_after_the_optimizer_was_built():
+    """What run_trainer does on a GPU: the optimizer is built on CPU parameters, then the
+    Trainer moves the model; unselected entries must stay bit-exactly θ0 on the device."""
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 4))
+    theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    generator = torch.Generator().manual_seed(0)
+    indices = {p: random_indices(p.numel(), generator, 0.2) for p in model.parameters()}
+    opt = SparseAdamW(list(model.parameters()), **HYPER, trainable_indices=indices, max_grad_norm=1.0,
+                      l1_lambda=0.5, l1_reference={p: p.detach().clone() for p in model.parameters()})
+    model.to("cuda")
+    for _ in range(3):
+        model(torch.randn(8, 16, device="cuda")).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+    for (name, p), idx in zip(model.named_parameters(), indices.values()):
+        flat, start = p.detach().cpu().reshape(-1), theta0[name].reshape(-1)
+        keep = torch.ones_like(flat, dtype=torch.bool)
+        keep[idx] = False
+        assert torch.equal(flat[keep], start[keep])
+        assert not torch.equal(flat[idx], start[idx])

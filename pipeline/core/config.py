@@ -176,6 +176,7 @@ class RunSpec:
     seed: int
     progress: bool = True
     gradient_accumulation_steps: int = 1
+    group_by_length: bool = False
 
 
 ACCUMULATION_HELP = ("Micro-batches of batch_size whose gradients are summed into one optimizer step (default 1): "
@@ -196,10 +197,14 @@ class DenseSpec:
     head_learning_rate: float | None = setting(
         "A task head's own learning rate (null: learning_rate).", None, minimum=0.0, exclusive=True)
     gradient_accumulation_steps: int = setting(ACCUMULATION_HELP, 1, minimum=1)
+    group_by_length: bool = setting(
+        "Batch examples of similar length together (transformers' LengthGroupedSampler: less padding, the same "
+        "steps and examples per step; default false: random batches).", False)
 
     def run(self, seed: int) -> RunSpec:
         return RunSpec(self.batch_size, self.learning_rate, seed,
-                       gradient_accumulation_steps=self.gradient_accumulation_steps)
+                       gradient_accumulation_steps=self.gradient_accumulation_steps,
+                       group_by_length=self.group_by_length)
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,9 @@ class TrainSpec:
     head_learning_rate: float | None = setting(
         "A task head's own learning rate (null: learning_rate).", None, minimum=0.0, exclusive=True)
     gradient_accumulation_steps: int = setting(ACCUMULATION_HELP, 1, minimum=1)
+    group_by_length: bool = setting(
+        "Batch examples of similar length together (transformers' LengthGroupedSampler: less padding, the same "
+        "steps and examples per step; default false: random batches).", False)
 
     def lottery(self, k: int, seed: int, selection: str = "magnitude") -> LotteryConfig:
         from pipeline.methods.lt_sft.lottery import LotteryConfig  # torch: only once training starts
@@ -525,6 +533,10 @@ def _value(tp: Any, value: Any, key: str, rule: Any = None, optional: bool = Fal
     if dataclasses.is_dataclass(tp):
         return _section(tp, value, key)
     or_null = " or null" if optional else ""
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false{or_null} (got {value!r})")
+        return value
     if tp is int:
         minimum = rule.get("minimum")
         if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):

@@ -40,10 +40,12 @@ def maskable_parameter_names(model: torch.nn.Module) -> list[str]:
 
 
 def snapshot(model: torch.nn.Module, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-    """Detached copies of the named parameters (all parameters when ``names`` is None)."""
+    """Detached copies of the named parameters (all parameters when ``names`` is None), in host
+    memory: the Trainer moves the model to its device after the first snapshot is taken, and
+    states taken before and after must compare on one device (a GPU holds only the model)."""
     params = dict(model.named_parameters())
     chosen = params if names is None else {n: params[n] for n in names}
-    return {n: p.detach().clone() for n, p in chosen.items()}
+    return {n: p.detach().clone() if p.device.type == "cpu" else p.detach().cpu() for n, p in chosen.items()}
 
 
 @torch.no_grad()

@@ -74,12 +74,48 @@ class SparseAdamW(torch.optim.Optimizer):
             {"params": [self._targets[id(p)] for p in group["params"] if id(p) in self._targets], "lr": group["lr"]}
             for group in self.param_groups
         ]
+        # The outer groups that have an inner one, in order (the schedule writes their lr).
+        self._outer_groups = [g for g, inner in zip(self.param_groups, inner_groups) if inner["params"]]
         inner_groups = [g for g in inner_groups if g["params"]] or [{"params": [torch.zeros(1)]}]
+        self._grad_buffers: dict[int, torch.Tensor] = {}
+        self._scratch: dict[int, torch.Tensor] = {}
         try:
             self._inner = torch.optim.AdamW(inner_groups, lr=lr, betas=betas, eps=eps,
                                             weight_decay=weight_decay, fused=True)
         except RuntimeError:
             self._inner = torch.optim.AdamW(inner_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def _follow_devices(self) -> None:
+        """Move the K-sized state to where each parameter is now.
+
+        The optimizer is built before the Trainer moves the model to its device (a GPU): the
+        indices, the shadows, their AdamW moments and the L1 references then have to follow,
+        or phase 2 would index a GPU gradient with CPU indices. ``.data`` is reassigned so the
+        inner AdamW keeps the same tensor objects (its param_groups and state keys)."""
+        for p_id, idx in self._indices.items():
+            device = self._params_by_id[p_id].device
+            if idx.device == device:
+                continue
+            self._indices[p_id] = idx.to(device)
+            target = self._targets.get(p_id)
+            if target is not None:
+                target.data = target.data.to(device)
+                for key, value in self._inner.state.get(target, {}).items():
+                    # AdamW keeps "step" on the CPU unless fused/capturable put it on the device.
+                    if torch.is_tensor(value) and (key != "step" or value.device.type != "cpu"):
+                        self._inner.state[target][key] = value.to(device)
+        for p_id, ref in self._l1_reference.items():
+            device = self._params_by_id[p_id].device
+            if ref.device != device:
+                self._l1_reference[p_id] = ref.to(device)
+
+    def _buffer(self, store: dict[int, torch.Tensor], key: int, like: torch.Tensor, numel: int) -> torch.Tensor:
+        """A scratch tensor kept between steps (allocating K-sized tensors every step costs
+        time on every device and fragments a GPU's memory)."""
+        buffer = store.get(key)
+        if buffer is None or buffer.device != like.device or buffer.dtype != like.dtype or buffer.numel() < numel:
+            buffer = store[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buffer[:numel]
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -87,9 +123,11 @@ class SparseAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._follow_devices()
 
         # 1. Gather the gradient of every trainable entry (plus the L1 subgradient).
         grads: list[torch.Tensor] = []
+        holders: list[torch.Tensor] = []  # the tensors whose .grad those are, for clipping
         for group in self.param_groups:
             for p in group["params"]:
                 target = self._targets.get(id(p))
@@ -100,26 +138,29 @@ class SparseAdamW(torch.optim.Optimizer):
                     target.grad = None
                     continue
                 if idx is None:
-                    grad = p.grad
+                    grad, holder = p.grad, p
                 else:
-                    grad = p.grad.reshape(-1).index_select(0, idx)
-                    target.grad = grad
+                    grad = torch.index_select(p.grad.reshape(-1), 0, idx,
+                                              out=self._buffer(self._grad_buffers, id(p), p.grad, idx.numel()))
+                    target.grad, holder = grad, target
                 ref = self._l1_reference.get(id(p))
                 if ref is not None:
-                    grad.reshape(-1).add_(torch.sign(target.detach().reshape(-1) - ref), alpha=self.l1_scale)
+                    # One scratch for all parameters: the L1 term never needs two at once.
+                    moved = self._buffer(self._scratch, 0, grad, ref.numel())
+                    torch.sub(target.detach().reshape(-1), ref, out=moved)
+                    grad.reshape(-1).add_(torch.sign(moved, out=moved), alpha=self.l1_scale)
                 grads.append(grad)
+                holders.append(holder)
 
-        # 2. Clip the global norm of exactly those gradients (the pre-clip norm is kept for
-        # the training curves, as a tensor: reading it here would sync a GPU every step).
+        # 2. Clip the global norm of exactly those gradients (as clip_grad_norm_ does:
+        # coefficient max_norm / (norm + 1e-6), at most 1, one foreach multiply). The pre-clip
+        # norm is kept for the training curves, as a tensor: reading it here would sync a GPU.
         self.grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None
         if self.max_grad_norm and self.grad_norm is not None:
-            coef = torch.clamp(self.max_grad_norm / (self.grad_norm + 1e-6), max=1.0)  # as clip_grad_norm_
-            for grad in grads:
-                grad.mul_(coef)
+            torch.nn.utils.clip_grads_with_norm_(holders, self.max_grad_norm, self.grad_norm)
 
         # 3. torch's AdamW on the targets (the schedule's lr copied in), then scatter back.
-        for outer, inner in zip((g for g in self.param_groups if any(id(p) in self._targets for p in g["params"])),
-                                self._inner.param_groups):
+        for outer, inner in zip(self._outer_groups, self._inner.param_groups):
             for key in ("lr", "betas", "eps", "weight_decay"):
                 inner[key] = outer[key]
         self._inner.step()

@@ -18,6 +18,7 @@ from pipeline.core import curves
 from pipeline.core.best_checkpoint import BestOnDev, DevCheck
 from pipeline.core import distributed
 from pipeline.core.loss_scaling import global_item_mean
+from pipeline.core.sampling import sampler_arguments
 from pipeline.core.errors import LtsftError
 from pipeline.core.runtime import current as current_runtime
 from pipeline.formats.sparse_diff import SparseDiff
@@ -85,6 +86,7 @@ def run_trainer(
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
+            **sampler_arguments(config),  # group_by_length: batches of similar length
         )
         trainer = Trainer(
             model=model, args=args, train_dataset=list(train_features), data_collator=phase.collator(collator),

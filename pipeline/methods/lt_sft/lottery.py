@@ -49,6 +49,7 @@ class LotteryConfig:
     seed: int = 42
     progress: bool = True
     gradient_accumulation_steps: int = 1  # optimizer step = batch_size x this; budgets count optimizer steps
+    group_by_length: bool = False  # batches of similar length (pipeline/core/sampling.py)
 
 
 @dataclass
