@@ -130,11 +130,12 @@ class StepClock:
 
 
 # --------------------------------------------------------------------------- the two sides
-def _precision_context(device: str, bf16: bool) -> contextlib.AbstractContextManager:
-    # LT-SFT's side goes through run_trainer, which has no precision switch in this branch
-    # (runtime.precision is another part of issue 12): autocast around it does what the
-    # Trainer's bf16 does (accelerate autocasts the forward; bf16 needs no grad scaler).
-    return torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def _precision_context(bf16: bool) -> contextlib.AbstractContextManager:
+    # LT-SFT's side takes its precision the way a stage gives it (runtime.precision), so that
+    # both sides run the Trainer's own bf16 switch.
+    from pipeline.core.runtime import Runtime, using
+
+    return using(Runtime(precision="bf16")) if bf16 else contextlib.nullcontext()
 
 
 def run_plain(model: PreTrainedModel, features: list[dict], collator: Callable, steps: int, batch_size: int,
@@ -164,7 +165,7 @@ def run_lt_sft(model: PreTrainedModel, features: list[dict], collator: Callable,
                            phase2=PhaseBudget(steps=steps), batch_size=batch_size, l1_lambda=l1_lambda, seed=seed,
                            progress=False)
     clock = StepClock(lambda opt: isinstance(opt, SparseAdamW), device)
-    with clock.running(), _precision_context(device, bf16):
+    with clock.running(), _precision_context(bf16):
         train_lt_sft(model, features, collator, config)
     return [clock.marks[key] for key in clock.order]
 
