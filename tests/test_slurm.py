@@ -130,7 +130,10 @@ def test_plan_of_the_smoke_graph(smoke_repo, fake_bin):
     assert after("prepare_model") == {"download"}
     assert after("train_task_lt_sft@pos") == {"download", "prepare_model", "train_lang_lt_sft@en"}
     assert after("overlap@pos") == {"train_task_lt_sft@pos"} | {f"train_lang_lt_sft@{lang}" for lang in ("en", "xx", "yy")}
-    assert after("report") == {s for s in stages if s.startswith(("evaluate", "ablate", "overlap"))}
+    # The report reads every result and every training curve (curves/ is written by the
+    # training stages and prepare_model).
+    assert after("report") == {s for s in stages
+                               if s.startswith(("evaluate", "ablate", "overlap", "train_", "prepare_model"))}
     # Independent stages run at once: no language component waits for another.
     for stage in (s for s in stages if s.startswith("train_lang_")):
         assert after(stage) == {"download", "prepare_model"}, stage
@@ -148,7 +151,7 @@ def test_plan_of_the_smoke_graph(smoke_repo, fake_bin):
     # Each job runs its stage's command between removing its outputs and recording it.
     script = Path(by_job["train_lang_lt_sft@en"]["script"]).read_text()
     lines = script.splitlines()
-    remove = lines.index("rm -rf -- diffs/lt-sft/lang/en diffs/dense-composed/lang/en")
+    remove = lines.index("rm -rf -- diffs/lt-sft/lang/en diffs/dense-composed/lang/en curves/diffs/lt-sft/lang/en")
     command = lines.index("ltsft train-lang en --method lt-sft")
     commit = lines.index("dvc --wait-for-lock commit --force --quiet train_lang_lt_sft@en")
     assert lines[0] == "#!/bin/bash" and remove < command < commit
