@@ -29,10 +29,12 @@ from typing import Any
 import pandas as pd
 
 from pipeline import plots
+from pipeline.claims import NO_EVIDENCE, NOT_SUPPORTED, RULE, SUPPORTED, Claim, claims_metrics, evaluate_claims
 from pipeline.methods import reported_order
 from pipeline.plots import metric_label, task_metrics as known_metrics
 
-__all__ = ["METHOD_ORDER", "SPREAD_RULE", "SeedStats", "TaskReport", "task_table", "task_stats", "parameter_counts", "headline_metrics",
+__all__ = ["METHOD_ORDER", "SPREAD_RULE", "SeedStats", "TaskReport", "report_claims", "report_metrics", "task_table",
+           "task_stats", "parameter_counts", "headline_metrics",
            "read_references", "reference_comparison", "render_report", "render_table", "format_count"]
 
 METHOD_ORDER = reported_order()  # the registry's order, each method's composed variant first
@@ -69,6 +71,9 @@ figcaption { font-size: 0.88em; color: #555; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 .note { font-size: 0.85em; color: #666; }
 .pos { color: #1a7f37; } .neg { color: #b3261e; }
+.claims td { white-space: normal; } .claims td.verdict { font-weight: 600; white-space: nowrap; }
+.claims td.compares { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.9em; }
+.claims td.none { color: #888; font-weight: normal; }
 """
 
 
@@ -187,6 +192,19 @@ def headline_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, d
             if stats.several:
                 out[f"{key}_sd"], out[f"{key}_n"] = cells(stats.sd), cells(stats.n)
     return out
+
+
+def report_claims(rows: Sequence[Mapping[str, Any]]) -> list[Claim]:
+    """The paper's claims decided from the rows (pipeline.claims), each task judged on the
+    headline metric its figures use (dp: LAS)."""
+    tasks = sorted({r["task"] for r in rows})
+    return evaluate_claims(rows, {task: plots.headline_metric(task, rows) for task in tasks})
+
+
+def report_metrics(rows: Sequence[Mapping[str, Any]], claims: Sequence[Claim]) -> dict[str, Any]:
+    """reports/metrics.json: the main rows' ``headline_metrics`` and, under "claims", each
+    claim's evidence (``pipeline.claims.claims_metrics``) for `dvc exp show`."""
+    return headline_metrics([r for r in rows if not r.get("ablation")]) | {"claims": claims_metrics(claims)}
 
 
 def read_references(path: Path | str) -> list[dict[str, Any]]:
@@ -386,6 +404,33 @@ def _render_comparison(frame: pd.DataFrame, task: str, metric: str) -> str:
             f"<th>paper</th><th>Δ</th><th>source</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
+def _render_claims(claims: Sequence[Claim], rows: Sequence[Mapping[str, Any]]) -> str:
+    """The Claims section: one row per claim with its evidence, the verdict and the rule."""
+    if not claims:
+        return ""
+    body = []
+    for claim in claims:
+        mean = "–" if claim.mean_diff is None else f"{claim.mean_diff:+.2f}"
+        stderr = "–" if claim.stderr is None else f"{claim.stderr:.2f}"
+        css = {SUPPORTED: "verdict pos", NOT_SUPPORTED: "verdict neg", NO_EVIDENCE: "verdict none"}.get(claim.verdict,
+                                                                                                     "verdict")
+        verdict = claim.verdict if claim.verdict in (SUPPORTED, NOT_SUPPORTED, NO_EVIDENCE) else f"{claim.verdict} at this budget"
+        body.append(f"<tr data-claim='{_esc(claim.id)}'><td>{_esc(claim.statement)}</td>"
+                    f"<td class='compares'>{_esc(claim.compares)}</td><td>{_esc(', '.join(claim.tasks) or '–')}</td>"
+                    f"<td>{claim.n}</td><td>{mean}</td><td>{stderr}</td>"
+                    f"<td class='{css}'>{_esc(verdict)}</td><td>{_esc(claim.reason)}</td></tr>")
+    tasks = sorted({r["task"] for r in rows})
+    judged = ", ".join(f"{task.upper()} {metric_label(m)}" for task in tasks if (m := plots.headline_metric(task, rows)))
+    note = (f"Each claim is a difference of scores in points, taken per pair of runs matched by task, seed and target "
+            f"language (n pairs; claim 1 per task, the others pooled over the tasks listed), on each task's headline "
+            f"metric, as in the figures: {judged}. Verdict: {RULE}. Claim 5 compares, per pair, the best smaller K of "
+            f"the sparsity sweep (by mean over the pairs) with its largest K.")
+    return ("<section id='claims'><h2>Claims</h2>"
+            f"<p class='tablenote'>{_esc(note)}</p><div class='scroll'><table class='claims'><thead><tr>"
+            "<th>claim</th><th>compares</th><th>tasks</th><th>n</th><th>mean diff (points)</th><th>std. error</th>"
+            f"<th>verdict</th><th>note</th></tr></thead><tbody>{''.join(body)}</tbody></table></div></section>")
+
+
 def _render_provenance(provenance: Mapping[str, Any]) -> str:
     if not provenance:
         return ""
@@ -477,13 +522,15 @@ def _render_curves(curves: Mapping[str, Mapping[str, Any]], plots_dir: Path) -> 
 
 
 def render_report(title: str, reports: list[TaskReport], plots_dir: Path, intro: str = "",
-                  curves: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+                  curves: Mapping[str, Mapping[str, Any]] | None = None,
+                  claims: Sequence[Claim] | None = None) -> str:
     """The whole page as one self-contained HTML string. Writes into ``plots_dir`` the PNGs
     and the CSVs for `dvc plots`: sparsity_<task>.csv (k, method, score), interference_<task>.csv
     (lang, diffs, gain) and overlap_<task>.csv (layer, lang, shared_fraction, ratio_to_chance),
     each only when there is something to plot; with ``curves`` (family → {component label:
     its curves, as pipeline.core.curves reads them}), curves_<family>.csv (component, phase,
-    step, loss) for each family. ``intro`` is plain text (blank lines separate paragraphs)."""
+    step, loss) for each family. ``intro`` is plain text (blank lines separate paragraphs).
+    The Claims section comes first, from ``claims`` (default: ``report_claims`` of the rows)."""
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     parts = ["<!doctype html>", "<html lang='en'><head><meta charset='utf-8'>",
@@ -492,6 +539,8 @@ def render_report(title: str, reports: list[TaskReport], plots_dir: Path, intro:
     for paragraph in (p.strip() for p in intro.split("\n\n")):
         if paragraph:
             parts.append(f"<p class='intro'>{_esc(paragraph)}</p>")
+    rows = [row for report in reports for row in report.rows]
+    parts.append(_render_claims(report_claims(rows) if claims is None else claims, rows))
     if len(reports) > 1:
         links = " ".join(f"<a href='#{_esc(r.task)}'>{_esc(r.task.upper())}</a>" for r in reports)
         parts.append(f"<nav>Tasks: {links}</nav>")

@@ -109,7 +109,7 @@ STATIC_TAIL = """\
 
   report:
     cmd: ltsft report
-    deps: [results, curves, references/paper.csv, stages/report.py, pipeline/report.py, pipeline/plots.py,
+    deps: [results, curves, references/paper.csv, stages/report.py, pipeline/report.py, pipeline/plots.py, pipeline/claims.py,
            pipeline/core/curves.py, pipeline/methods, pipeline/tasks]
     params: [preset]
     outs: [reports/index.html, reports/plots, reports/plot-data]

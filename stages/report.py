@@ -1,6 +1,6 @@
-"""Stage `report`: results/ and curves/ → reports/index.html (the paper's tables, the ablation
-plots and the training curves, self-contained), reports/plots/*.png|csv (also DVC plots) and
-reports/metrics.json."""
+"""Stage `report`: results/ and curves/ → reports/index.html (the claims' verdicts, the paper's
+tables, the ablation plots and the training curves, self-contained), reports/plots/*.png|csv
+(also DVC plots) and reports/metrics.json (headline scores and each claim's evidence)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.atomic import atomic_dir, atomic_file, write_json
-from pipeline.report import TaskReport, headline_metrics, read_references, render_report
+from pipeline.report import TaskReport, read_references, render_report, report_claims, report_metrics
 from pipeline.core.runs import params_hash
 from stages import layout
 from pipeline.core.config import Params, UserError
@@ -111,11 +111,13 @@ def run(params: Params) -> None:
 
     all_rows = [row for rows in rows_by_task.values() for row in rows]
     with atomic_dir(PLOTS) as plots, atomic_dir(PLOT_DATA) as plot_data:
-        page = render_report(f"LT-SFT reproduction — preset {params.preset}", reports, plots, curves=read_curves())
+        claims = report_claims(all_rows)  # decided from every row, the sparsity sweep's included
+        page = render_report(f"LT-SFT reproduction — preset {params.preset}", reports, plots, curves=read_curves(),
+                             claims=claims)
         for csv in plots.glob("*.csv"):
             csv.rename(plot_data / csv.name)
     with atomic_file(layout.REPORTS / "index.html") as handle:
         handle.write(page)
-    write_json(layout.REPORTS / "metrics.json", headline_metrics([r for r in all_rows if "ablation" not in r]))
+    write_json(layout.REPORTS / "metrics.json", report_metrics(all_rows, claims))
     print(f"{layout.REPORTS / 'index.html'}: {len(all_rows)} result rows from {len(files)} files")
 

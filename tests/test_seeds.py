@@ -5,7 +5,6 @@ result row carries its seed."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -102,7 +101,13 @@ def seeded(method: str, lang: str, value: float, seed: int) -> dict:
 
 
 def test_tables_show_mean_sd_and_n_and_bold_only_beyond_the_spreads(tmp_path):
-    from pipeline.report import SPREAD_RULE, TaskReport, headline_metrics, render_report, task_stats
+    from pipeline.report import (
+        SPREAD_RULE,
+        TaskReport,
+        headline_metrics,
+        render_report,
+        task_stats,
+    )
 
     rows = [seeded("lt-sft", "he", v, s) for v, s in ((0.70, 1), (0.72, 2), (0.74, 3))]
     rows += [seeded("lt-sft", "tr", v, s) for v, s in ((0.80, 1), (0.80, 2), (0.80, 3))]
