@@ -5,6 +5,7 @@ dvc.yaml spells the same paths; tests/test_dvc_yaml.py checks that the two agree
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def curve_family(output: Path | str) -> tuple[str, str]:
     (language diffs, lt-sft en) for diffs/lt-sft/lang/en, (language diffs, lt-sft en seed43)
     for a further seed's diffs/lt-sft/lang/en/seed43."""
     output = Path(output)
-    seed = output.name if output.name.removeprefix("seed").isdigit() and output.name.startswith("seed") else None
+    seed = output.name if re.fullmatch(r"seed\d+", output.name) else None  # a further seed's (seed_dir)
     bare = output.parent if seed else output
     for family, pattern in CURVE_FAMILIES:
         if bare.match(pattern) and len(bare.parts) == len(Path(pattern).parts):
