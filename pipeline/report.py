@@ -3,7 +3,8 @@ embedded as base64 PNGs, nothing loaded from the network) plus CSVs for `dvc plo
 
 Inputs (the stage `report` gathers them; nothing here knows the results layout):
 - result rows, dicts {task, method, lang, metric, value, params_lang, params_task} and
-  optionally "k" (the task diff's K) and "ablation" (e.g. "sparsity"); values are fractions
+  optionally "seed" (rows of several seeds: the tables show mean ± standard deviation),
+  "k" (the task diff's K) and "ablation" (e.g. "sparsity"); values are fractions
   in [0, 1]. Rows with an "ablation" only feed the figures, never the main tables.
 - per task: provenance (label → value, shown under the task's tables; an entry "source"
   (or "source → targets", as "en → he, tr")
@@ -32,7 +33,8 @@ from pipeline.claims import NO_EVIDENCE, NOT_SUPPORTED, RULE, SUPPORTED, Claim, 
 from pipeline.methods import reported_order
 from pipeline.plots import metric_label, task_metrics as known_metrics
 
-__all__ = ["METHOD_ORDER", "TaskReport", "report_claims", "report_metrics", "task_table", "parameter_counts", "headline_metrics",
+__all__ = ["METHOD_ORDER", "SPREAD_RULE", "SeedStats", "TaskReport", "report_claims", "report_metrics", "task_table",
+           "task_stats", "parameter_counts", "headline_metrics",
            "read_references", "reference_comparison", "render_report", "render_table", "format_count"]
 
 METHOD_ORDER = reported_order()  # the registry's order, each method's composed variant first
@@ -106,20 +108,51 @@ def task_metrics(rows: Iterable[Mapping[str, Any]], task: str) -> list[str]:
     return known + sorted(present - set(known))
 
 
+@dataclass(frozen=True)
+class SeedStats:
+    """A task table over seeds: ``mean``, ``sd`` (sample standard deviation; NaN with one
+    seed) and ``n`` (seeds behind the cell), each methods × languages + "avg"."""
+
+    mean: pd.DataFrame
+    sd: pd.DataFrame
+    n: pd.DataFrame
+
+    @property
+    def several(self) -> bool:
+        """Whether any cell stands on more than one seed (else the tables look as they always did)."""
+        return bool(not self.n.empty and (self.n.max().max() > 1))
+
+
+_NO_SEED = -1  # rows of results written before rows carried their seed: one seed
+
+
+def task_stats(rows: Iterable[Mapping[str, Any]], task: str, metric: str) -> SeedStats:
+    """``task_table`` with each cell's spread over seeds. A seed's "avg" is its own mean over
+    the languages, so the avg column's spread is that of whole runs, not of single cells."""
+    picked = [r for r in _main(rows) if r.get("task") == task and r.get("metric") == metric and _usable(r.get("value"))]
+    if not picked:
+        return SeedStats(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    frame = pd.DataFrame(picked)
+    frame["seed"] = frame["seed"].fillna(_NO_SEED) if "seed" in frame else _NO_SEED
+    per_seed = frame.pivot_table(index=["method", "seed"], columns="lang", values="value", aggfunc="mean")
+    per_seed = per_seed[sorted(per_seed.columns)]
+    per_seed["avg"] = per_seed.mean(axis=1, skipna=False)
+    grouped = per_seed.groupby(level="method")
+    order = _method_order(per_seed.index.get_level_values("method").unique())
+    stats = []
+    for table in (grouped.mean(), grouped.std(ddof=1), grouped.count()):
+        table = table.loc[order]
+        table.index.name, table.columns.name = "method", None
+        stats.append(table)
+    return SeedStats(*stats)
+
+
 def task_table(rows: Iterable[Mapping[str, Any]], task: str, metric: str) -> pd.DataFrame:
     """Methods × sorted target languages + "avg" (unweighted mean over the languages), values
     as fractions; main rows only. A method missing a language gets NaN there and as its avg
-    (an average over fewer languages would not be comparable). Repeated rows are averaged."""
-    picked = [r for r in _main(rows) if r.get("task") == task and r.get("metric") == metric and _usable(r.get("value"))]
-    if not picked:
-        return pd.DataFrame()
-    frame = pd.DataFrame(picked)
-    table = frame.pivot_table(index="method", columns="lang", values="value", aggfunc="mean")
-    table = table[sorted(table.columns)]
-    table["avg"] = table.mean(axis=1, skipna=False)
-    table = table.loc[_method_order(table.index)]
-    table.index.name, table.columns.name = "method", None
-    return table
+    (an average over fewer languages would not be comparable). With several seeds, the mean
+    over seeds (``task_stats``: with the spread); repeated rows of one seed are averaged."""
+    return task_stats(rows, task, metric).mean
 
 
 def parameter_counts(rows: Iterable[Mapping[str, Any]], task: str) -> pd.DataFrame:
@@ -139,17 +172,25 @@ def parameter_counts(rows: Iterable[Mapping[str, Any]], task: str) -> pd.DataFra
 
 def headline_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """For `dvc metrics show`: {key: {method: {lang: v, "avg": v}}}, key = the task, or
-    "<task>_<metric>" for a task with several metrics (dp_uas, dp_las). Fractions rounded to
-    6 digits; missing values (NaN) left out."""
+    "<task>_<metric>" for a task with several metrics (dp_uas, dp_las); v is the mean over
+    seeds. With several seeds also "<key>_sd" (the standard deviation over seeds) and
+    "<key>_n" (the seeds behind each value), so that `dvc exp show` compares means and spreads.
+    Fractions rounded to 6 digits; missing values (NaN) left out."""
     out: dict[str, dict[str, dict[str, float]]] = {}
+
+    def cells(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+        return {method: {lang: round(float(v), 6) for lang, v in values.items() if pd.notna(v)}
+                for method, values in table.to_dict(orient="index").items()}
+
     for task in sorted({r["task"] for r in _main(rows)}):
         metrics = task_metrics(rows, task)
         several = len(set(known_metrics(task)) | set(metrics)) > 1
         for metric in metrics:
-            table = task_table(rows, task, metric)
+            stats = task_stats(rows, task, metric)
             key = f"{task}_{metric}" if several else task
-            out[key] = {method: {lang: round(float(v), 6) for lang, v in values.items() if pd.notna(v)}
-                        for method, values in table.to_dict(orient="index").items()}
+            out[key] = cells(stats.mean)
+            if stats.several:
+                out[f"{key}_sd"], out[f"{key}_n"] = cells(stats.sd), cells(stats.n)
     return out
 
 
@@ -240,14 +281,51 @@ def _esc(value: Any) -> str:
     return html.escape(str(value))
 
 
+# How the tables bold a cell when they stand on several seeds (stated under each such table).
+SPREAD_RULE = ("cells: mean ± standard deviation over seeds, n = seeds; bold: the best mean of a column, only where "
+               "it exceeds the next best mean by more than the sum of their two standard deviations")
+
+
+def _bold(stats: SeedStats) -> pd.DataFrame:
+    """Which cells are bold. One seed everywhere: the best of each column as shown (one
+    decimal; ties all bold). Several seeds: the best mean, only where it beats the next best
+    by more than their spreads added (SPREAD_RULE; a single-seed cell's spread counts as 0)."""
+    if not stats.several:
+        shown = (stats.mean * 100.0).round(1)
+        return shown.eq(shown.max(axis=0, skipna=True), axis=1) & shown.notna()
+    bold = pd.DataFrame(False, index=stats.mean.index, columns=stats.mean.columns)
+    for column in stats.mean.columns:
+        ranked = stats.mean[column].dropna().sort_values(ascending=False)
+        if ranked.empty:
+            continue
+        best = ranked.index[0]
+        if len(ranked) == 1:
+            bold.at[best, column] = True
+            continue
+        second = ranked.index[1]
+        spread = sum(float(v) if pd.notna(v) else 0.0 for v in (stats.sd.at[best, column], stats.sd.at[second, column]))
+        bold.at[best, column] = bool(ranked.iloc[0] - ranked.iloc[1] > spread)
+    return bold
+
+
+def _cell(stats: SeedStats, method: str, column: str) -> str:
+    """A cell's text: percent with one decimal; with several seeds, ± the standard deviation and n."""
+    mean = float(stats.mean.at[method, column]) * 100.0
+    n = int(stats.n.at[method, column])
+    if n <= 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {float(stats.sd.at[method, column]) * 100.0:.1f} <small>n={n}</small>"
+
+
 def render_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, caption: str = "") -> str:
     """One results table as HTML: methods × target languages + avg, percent with one decimal,
-    the best value of each column in bold (ties all bold), then the parameter columns."""
-    table = task_table(rows, task, metric)
-    if table.empty:
+    the best value of each column in bold (ties all bold), then the parameter columns. Over
+    several seeds: mean ± standard deviation (n) per cell, and bold by SPREAD_RULE."""
+    stats = task_stats(rows, task, metric)
+    if stats.mean.empty:
         return ""
-    shown = (table * 100.0).round(1)
-    best = shown.max(axis=0, skipna=True)
+    shown = (stats.mean * 100.0).round(1)
+    bold = _bold(stats)
     counts = parameter_counts(rows, task)
     with_params = not counts.empty
     head = ["<th scope='col'>method</th>"]
@@ -264,10 +342,10 @@ def render_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, capt
             css = " class='avg'" if column == "avg" else ""
             if pd.isna(value):
                 cells.append(f"<td{css}>–</td>")
-            elif value == best[column]:
-                cells.append(f"<td{css}><b>{value:.1f}</b></td>")
+            elif bold.at[method, column]:
+                cells.append(f"<td{css}><b>{_cell(stats, method, column)}</b></td>")
             else:
-                cells.append(f"<td{css}>{value:.1f}</td>")
+                cells.append(f"<td{css}>{_cell(stats, method, column)}</td>")
         if with_params:
             for column in ("params_lang", "params_task"):
                 count = counts.at[method, column] if method in counts.index else None
@@ -294,8 +372,9 @@ def l1_rows(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]
     if not ablated:
         return []
     relabelled = [dict(r, method=f"{r['method']}, λ = {r['l1_lambda']}", ablation=None) for r in ablated]
+    seeds = {r.get("seed") for r in ablated}  # the ablation runs on the first seed: compare with that seed's run
     main = [dict(r, method="lt-sft (main run)") for r in _main(rows) if r.get("task") == task
-            and r.get("method") == "lt-sft"]
+            and r.get("method") == "lt-sft" and r.get("seed") in seeds]
     return main + relabelled
 
 
@@ -390,8 +469,9 @@ def _render_task(report: TaskReport, plots_dir: Path) -> str:
     if not metrics:
         parts.append("<p class='note'>No results for this task.</p>")
     for metric in metrics:
+        rule = SPREAD_RULE if task_stats(rows, task, metric).several else "best per column in bold"
         caption = (f"{task.upper()}, {metric_label(metric)} (%): zero-shot transfer {route}; "
-                   "best per column in bold; avg = unweighted mean over the target languages.")
+                   f"{rule}; avg = unweighted mean over the target languages.")
         label = metric_label(metric)
         parts.append(f"<h3>{_esc(label[:1].upper() + label[1:])}</h3>")
         parts.append(render_table(rows, task, metric, caption))

@@ -9,6 +9,9 @@ start, data, seed and budget), so the main run's phase-1 change is loaded and ea
 selected from it, then phase 2 trains the K entries. Rand-SFT skips phase 1 anyway. The
 swept diffs are scored and dropped; only their results are kept.
 
+Both ablations run on the first of ``seeds`` only (whose components sit at the unnested
+paths): a curve from one seed, at a fraction of the cost of every seed's.
+
 `ablate_l1@<λ>`: the L1 term of language diffs — every target language's LT-SFT diff
 retrained with ``lang_sft.l1_lambda = λ`` (by the same method code as the main run, into a
 scratch directory), composed with the main run's task diff and scored; the diffs are dropped.
@@ -37,6 +40,7 @@ from pipeline.core.runs import DevScorer, run_facts
 from pipeline.tasks import task_for
 from stages import layout
 from stages.common import require_files, write_curves, write_run_logs
+from stages.seeds import first_seed
 
 def run(params, task_name: str, k: int) -> None:
     from pipeline.formats.sparse_diff import SparseDiff
@@ -45,7 +49,7 @@ def run(params, task_name: str, k: int) -> None:
 
     swept = [name for name, method in METHODS.items() if method.swept]
     spec = params.task(task_name)
-    params = params.for_task(task_name)
+    params = first_seed(params.for_task(task_name))  # the sweep reads the first seed's components
     task = task_for(spec)
     paths = layout.COMPONENTS
     train_path = layout.task_split(task_name, spec.source, "train", task.data_format)
@@ -93,6 +97,7 @@ def run_l1(params, task_name: str, l1: float) -> None:
     from stages import train_lang
 
     spec = params.task(task_name)
+    params = first_seed(params)  # composed with the first seed's task diff
     task_params = params.for_task(task_name)
     task = task_for(spec)
     task_path = layout.COMPONENTS.component("lt-sft", "task", task_name)
@@ -101,7 +106,7 @@ def run_l1(params, task_name: str, l1: float) -> None:
                   *(layout.text_split(lang, split) for lang in spec.targets for split in ("train", "dev")))
     tree = copy.deepcopy(params.raw)
     tree["lang_sft"]["l1_lambda"] = l1
-    ablated = parse_params(tree)
+    ablated = parse_params(tree).for_seed(params.seed)
     started = time.monotonic()
     curves = {}
     with tempfile.TemporaryDirectory(prefix="ltsft-l1-") as scratch:

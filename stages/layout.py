@@ -5,6 +5,8 @@ dvc.yaml spells the same paths; tests/test_dvc_yaml.py checks that the two agree
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
@@ -41,16 +43,36 @@ class Components:
     ``diffs/<method>/<kind>/<name>``, or ``adapters/<method>/<kind>/<name>`` for adapters.
     Kinds: ``lang``, ``task``, and ``task-phase1`` (LT-SFT's dense phase 1 of a task diff,
     kept for the sparsity sweep). ``base``: the directory that holds them (an ablation
-    trains components it does not keep under a scratch directory)."""
+    trains components it does not keep under a scratch directory).
 
-    def __init__(self, base: Path = Path(".")):
-        self.base = base
+    Seeds (``for_seed``): the first seed's component is where a single seed's always was;
+    each further seed's sits inside it, ``<component>/seed<S>``. Why nested: a stage loops
+    over the seeds (stages/seeds.py says why) and DVC needs its outputs named in dvc.yaml whatever
+    the number of seeds, so the component directory is the stage's one output for all of
+    them; and a single-seed run's outputs, and everything that reads the first seed only
+    (the sparsity sweep, the overlap), stay where they were. Imported (released) components
+    have no seed: they are never nested."""
+
+    def __init__(self, base: Path = Path("."), seed: int | None = None):
+        self.base, self.seed = base, seed
 
     def component(self, method: str, kind: str, name: str) -> Path:
         from pipeline.methods import METHODS
 
-        root = ADAPTERS if METHODS[method].stores_adapters else DIFFS
-        return self.base / root / method / kind / name
+        chosen = METHODS[method]
+        root = ADAPTERS if chosen.stores_adapters else DIFFS
+        path = self.base / root / method / kind / name
+        released = chosen.imported or (chosen.imports_language and kind == "lang")
+        return path / seed_dir(self.seed) if self.seed is not None and not released else path
+
+    def for_seed(self, seed: int, seeds: Sequence[int]) -> Components:
+        """This layout for the run of ``seed``, one of ``seeds`` (the first: the unnested layout)."""
+        return Components(self.base, None if seed == seeds[0] else seed)
+
+
+def seed_dir(seed: int) -> str:
+    """The folder of a further seed's component inside the first seed's: seed<S>."""
+    return f"seed{seed}"
 
 
 COMPONENTS = Components()
@@ -111,12 +133,16 @@ def curve_outputs() -> list[Path]:
 
 def curve_family(output: Path | str) -> tuple[str, str]:
     """The report's family of an output's curves, and the output's label in that figure:
-    (language diffs, lt-sft en) for diffs/lt-sft/lang/en."""
+    (language diffs, lt-sft en) for diffs/lt-sft/lang/en, (language diffs, lt-sft en seed43)
+    for a further seed's diffs/lt-sft/lang/en/seed43."""
     output = Path(output)
+    seed = output.name if re.fullmatch(r"seed\d+", output.name) else None  # a further seed's (seed_dir)
+    bare = output.parent if seed else output
     for family, pattern in CURVE_FAMILIES:
-        if output.match(pattern) and len(output.parts) == len(Path(pattern).parts):
-            parts = output.parts
-            return family, f"{parts[1]} {parts[3]}" if len(parts) == 4 else str(output)
+        if bare.match(pattern) and len(bare.parts) == len(Path(pattern).parts):
+            parts = bare.parts
+            label = f"{parts[1]} {parts[3]}" if len(parts) == 4 else str(bare)
+            return family, f"{label} {seed}" if seed else label
     return "other runs", str(output)
 
 

@@ -84,7 +84,9 @@ def run(params: Params) -> None:
     references = read_references(REFERENCES) if REFERENCES.is_file() else []
     common = {
         "preset": params.preset, "model": params.model.name,
-        "K (language, task)": f"{params.lang_k:,} / {params.task_k:,}", "seed": str(params.seed),
+        "K (language, task)": f"{params.lang_k:,} / {params.task_k:,}",
+        **({"seed": str(params.seed)} if len(params.seeds) == 1 else
+           {"seeds": f"{', '.join(map(str, params.seeds))} (data split and θ0: {params.seed})"}),
         "params hash": params_hash(params.raw),
         # From the run logs of the results and the components behind them (runs/): the
         # report is then a function of its inputs, and re-rendering it changes no byte.

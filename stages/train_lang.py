@@ -13,12 +13,14 @@ from pipeline.core.models import load_tokenizer
 from pipeline.tasks import get_task
 from stages import layout
 from stages.common import get_method, require_files, write_curves, write_run_logs
+from stages.seeds import seed_runs
 
 
 def run(params, lang: str, method: str = "lt-sft") -> None:
-    result = train(params, lang, method)
-    write_curves(result.curves)
-    write_run_logs(result.facts)
+    for run_params, paths in seed_runs(params):
+        result = train(run_params, lang, method, paths)
+        write_curves(result.curves)
+        write_run_logs(result.facts)
 
 
 def train(params, lang: str, method: str = "lt-sft", paths: ComponentPaths = layout.COMPONENTS) -> RunResult:

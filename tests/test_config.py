@@ -262,7 +262,7 @@ def test_bad_values_name_the_dotted_key_first(dotted, value, expected):
 
 @pytest.mark.parametrize(
     ("dotted", "expected"),
-    [("seed", "seed: missing from params.yaml"), ("bitfit", "bitfit: missing from params.yaml"),
+    [("bitfit", "bitfit: missing from params.yaml"),  # seed/seeds: tests/test_seeds.py
      ("sparsity.k", "sparsity.k: missing from params.yaml"),
      ("madx.language.reduction_factor", "madx.language.reduction_factor: missing from params.yaml"),
      ("task_sft.l1_lambda", "task_sft.l1_lambda: missing from params.yaml")],

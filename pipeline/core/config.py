@@ -385,7 +385,18 @@ class Params:
     raw: dict[str, Any] = field(compare=False, repr=False, metadata={
         "help": "The params tree as read (for hashing the whole of it); not a key of params.yaml.", "derived": True})
     preset: str = setting("Name of the preset this file came from (presets/<name>.yaml).", "custom")
-    seed: int = setting("Seed of every random choice (initialisation, data order, random selection).", minimum=0)
+    # Seeds (see ``_resolve_seeds``): either may be absent from the file (None until resolved);
+    # after parsing ``seeds`` holds the training seeds and ``seed`` the seed of this run (the
+    # shared seed until a stage picks one with ``for_seed``).
+    seed: int = setting(
+        "Seed of what runs once for all seeds: the data splits and θ0's MLM-head warm-up (absent: the first of "
+        "seeds). A lone `seed: N` without `seeds` also means `seeds: [N]` (older params files).", minimum=0,
+        file_default=None)
+    seeds: tuple[int, ...] = setting(
+        "Seeds of every training and evaluation run (initialisation, data order, random selection): each trains "
+        "and scores every component once; the report shows mean ± standard deviation over them. Wins over `seed` "
+        "for training; the first seed's components sit where a single seed's do, further seeds' inside them "
+        "(seed<S>/); the sparsity sweep runs on the first seed only.", minimum=0, nonempty=True, file_default=None)
     model: ModelSettings = setting("The pretrained encoder θ0.")
     data: DataSettings = setting("Where the labelled splits and raw text come from.")
     languages: dict[str, LanguageSpec] = setting("Language code -> settings: every language that gets a "
@@ -446,9 +457,19 @@ class Params:
         return self.eval.max_length
 
     def for_task(self, name: str) -> Params:
-        """These params with ``tasks.<name>.overrides`` merged in (a task's own budgets)."""
+        """These params with ``tasks.<name>.overrides`` merged in (a task's own budgets); the
+        seed chosen by ``for_seed`` is kept."""
         spec = self.tasks.get(name)
-        return parse_params(merge_overrides(self.raw, name)) if spec is not None and spec.overrides else self
+        if spec is None or not spec.overrides:
+            return self
+        return dataclasses.replace(parse_params(merge_overrides(self.raw, name)), seed=self.seed)
+
+    def for_seed(self, seed: int) -> Params:
+        """These params for one training run: ``seed`` (one of ``seeds``) seeds everything the
+        run draws at random, and its components record it in their provenance."""
+        if seed not in (self.seeds or ()):
+            raise ConfigError(f"seeds: {seed} is not one of the seeds {list(self.seeds or ())}")
+        return dataclasses.replace(self, seed=seed)
 
     def task(self, name: str) -> TaskSpec:
         if name not in self.tasks:
@@ -682,6 +703,20 @@ def _check_references(params: Params) -> None:
                               f"not under published.adapter_languages (its task adapter trains over that adapter)")
 
 
+def _resolve_seeds(params: Params) -> Params:
+    """``seeds`` lists the training runs (a lone ``seed: N``: one run, N, so older params files
+    read as before); ``seed`` keeps seeding only what runs once for all seeds (data splits, θ0),
+    the first of ``seeds`` when absent. Both stay in the file under DVC: `dvc exp run -S
+    seeds=[...]` then re-runs the training stages and never the base model's preparation."""
+    if params.seeds is None and params.seed is None:
+        raise ConfigError("seeds: missing from params.yaml (a list of seeds, e.g. seeds: [42, 43], or seed: 42)")
+    seeds = params.seeds if params.seeds is not None else (params.seed,)
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ConfigError(f"seeds: seed {repeated[0]} appears twice (got {list(seeds)})")
+    return dataclasses.replace(params, seeds=seeds, seed=params.seed if params.seed is not None else seeds[0])
+
+
 def parse_params(tree: Any) -> Params:
     """Validate a params tree; raises ConfigError naming the first bad key."""
     if not isinstance(tree, dict):
@@ -697,7 +732,7 @@ def parse_params(tree: Any) -> Params:
             raise ConfigError(f"{name}: missing from params.yaml")
         methods[name] = _section(schema, tree[name], name)
     fixed = {key: value for key, value in tree.items() if key not in METHOD_SECTIONS}
-    params = _section(Params, fixed, "", raw=tree, methods=methods)
+    params = _resolve_seeds(_section(Params, fixed, "", raw=tree, methods=methods))
     _check_references(params)
     for name, spec in params.tasks.items():
         if spec.overrides:

@@ -12,7 +12,9 @@ from pipeline.core.method import Composer, Variant
 
 def score(params: Any, task: Any, task_name: str, base: Path, tests: Mapping[str, Path], composer: Composer,
           variants: Sequence[Variant], extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Rows of every (target, variant) and reported metric; ``extra`` fields added to each.
+    """Rows of every (target, variant) and reported metric, each with the run's seed
+    (``params.seed``: components of several seeds are scored one seed at a time); ``extra``
+    fields added to each.
 
     ``tests`` maps each target language to its test split; the model is θ0 from ``base``
     with the task's head, composed by ``composer``."""
@@ -28,7 +30,7 @@ def score(params: Any, task: Any, task_name: str, base: Path, tests: Mapping[str
             lang_params = composer.prepare(model, lang, variant.with_language)
             metrics = task.evaluate(model, examples, tokenizer, params.eval_max_length, params.eval_batch_size)
             for metric in task.reported_metrics():
-                row = {"task": task_name, "method": variant.name, "lang": lang, "metric": metric,
+                row = {"task": task_name, "method": variant.name, "lang": lang, "metric": metric, "seed": params.seed,
                        "value": metrics[metric], "params_lang": lang_params, "params_task": composer.task_params}
                 rows.append(row | ({"k": composer.k} if composer.k is not None else {}) | (extra or {}))
             shown = ", ".join(f"{m} {metrics[m]:.4f}" for m in task.reported_metrics())
