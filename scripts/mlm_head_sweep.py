@@ -98,10 +98,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("mlm_head_sweep.json"), help="results (JSON)")
     args = parser.parse_args()
 
+    from pipeline.core.config import load_params
     from pipeline.tasks import get_task
     from pipeline.tasks.base import eval_batches
     from pipeline.tasks.mlm import EVAL_MASK_SEED
-    from pipeline.core.config import load_params
     from stages.prepare_model import rebuild_e5, warmup_text
 
     params = load_params()

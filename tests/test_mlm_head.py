@@ -131,3 +131,14 @@ def test_prepare_e5_writes_the_warm_up_into_prepare_json_and_its_curve(make_mlm,
     assert found["eval_loss"][-1][1] == pytest.approx(warmup["dev_loss_after"])
     assert [step for step, _ in found["loss"]] == [1, 2, 3]
 
+
+
+def test_the_report_draws_the_warm_up_with_its_dev_loss(tmp_path):
+    from pipeline.report import render_report
+
+    family = "MLM-head warm-up of the base model"
+    found = {family: {"models/base": {"mlm-head-warmup": {"loss": [(1, 10.0), (2, 8.0)],
+                                                          "eval_loss": [(0, 11.4), (2, 7.5)]}}}}
+    page = render_report("t", [], tmp_path, curves=found)
+    assert page.count("<img") == 1 and f"{family}: training loss" in page and "dots: the dev loss" in page
+    assert (tmp_path / "curves_mlm-head-warm-up-of-the-base-model.png").is_file()
