@@ -138,7 +138,9 @@ def test_the_report_draws_the_warm_up_with_its_dev_loss(tmp_path):
 
     family = "MLM-head warm-up of the base model"
     found = {family: {"models/base": {"mlm-head-warmup": {"loss": [(1, 10.0), (2, 8.0)],
-                                                          "eval_loss": [(0, 11.4), (2, 7.5)]}}}}
+                                                          "eval_loss": [(0, 11.4), (2, 7.5)]}}},
+             "language diffs": {"lt-sft en": {"iter1-phase1": {"loss": [(1, 3.0), (2, 2.5)]},
+                                              "iter1-phase2": {"loss": [(1, 2.4)], "eval_loss": [(2, 2.6)]}}}}
     page = render_report("t", [], tmp_path, curves=found)
-    assert page.count("<img") == 1 and f"{family}: training loss" in page and "dots: the dev loss" in page
+    assert page.count("<img") == 2 and f"{family}: training loss" in page and "dots: the dev loss" in page
     assert (tmp_path / "curves_mlm-head-warm-up-of-the-base-model.png").is_file()
