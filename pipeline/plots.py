@@ -291,6 +291,8 @@ def curves_plot(components: Mapping[str, Mapping[str, Mapping[str, Any]]], famil
     slug = re.sub(r"[^a-z0-9]+", "-", family.lower()).strip("-")
     csv, png = out_dir / f"curves_{slug}.csv", out_dir / f"curves_{slug}.png"
     data = curves_data(components, metric)
+    dev_metric = f"eval_{metric}"
+    dev = curves_data(components, dev_metric)
     if data.empty:
         _remove(csv, png)
         return None
@@ -309,9 +311,15 @@ def curves_plot(components: Mapping[str, Mapping[str, Mapping[str, Any]]], famil
                     linestyle="-" if j == len(phases) - 1 else "--", linewidth=1.2,
                     label=label if len(phases) == 1 else f"{label} {phase}")
             lines += 1
+        # The dev score of the same metric, where the run scored one (eval_every; the MLM-head
+        # warm-up also at step 0): dots on a dotted line in the component's colour.
+        for phase, points in dev[dev["component"] == label].groupby("phase", sort=False):
+            ax.plot(points["step"], points[dev_metric], color=colours(i % colours.N), linestyle=":", marker="o",
+                    markersize=3, linewidth=1.0, label=f"{label} dev" if len(phases) == 1 else f"{label} {phase} dev")
+            lines += 1
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("optimizer step (within each phase)")
-    ax.set_ylabel(f"training {metric}")
+    ax.set_ylabel(f"training {metric}" + (" (dots: dev)" if not dev.empty else ""))
     ax.set_title(f"Training {metric}: {family}")
     ax.grid(True, alpha=0.3)
     if lines <= 16:  # beyond that a legend hides the figure; the CSV names every line

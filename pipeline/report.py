@@ -513,7 +513,8 @@ def _render_curves(curves: Mapping[str, Mapping[str, Any]], plots_dir: Path) -> 
         if path:
             figures.append(_figure(path, f"training loss: {family}", f"{family[:1].upper()}{family[1:]}: training "
                                    "loss (mean over each logging window) against optimizer step, one line per "
-                                   "component and phase (earlier phases of a run dashed, e.g. LT-SFT's phase 1). "
+                                   "component and phase (earlier phases of a run dashed, e.g. LT-SFT's phase 1); dots: the "
+                                   "dev loss, where a run scored one (the MLM-head warm-up from step 0). "
                                    "Every logged curve: `dvc plots show`."))
     if not figures:
         return ""

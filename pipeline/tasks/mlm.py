@@ -104,15 +104,22 @@ class MaskedLM(Task):
 
 def warm_up_head(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, train_text: Sequence[str],
                  dev_text: Sequence[str], spec, seed: int,
-                 eval_batch_size: int) -> tuple[dict[str, float | int], list[dict[str, Any]]]:
+                 eval_batch_size: int) -> tuple[dict[str, float | int | str], list[dict[str, Any]]]:
     """Train only the MLM head (``cls.*``) of an encoder that has none worth the name (e5),
-    the encoder and the tied decoder frozen; returns the dev loss before and after, and the
-    warm-up's log history (its training curve)."""
+    the encoder frozen; ``spec`` (a WarmupSpec, or any DenseSpec: tied) says whether the
+    decoder stays the frozen input embeddings (``decoder: tied``) or trains as an untied copy.
+    Returns the dev loss before and after, and the warm-up's log history (its training curve,
+    with the dev loss at step 0 and, given ``phase.eval_every``, every that many steps)."""
     from pipeline.core.best_checkpoint import DevCheck
     from pipeline.core.training import train_parameters
     from pipeline.tasks import get_task
 
     mlm = get_task("mlm")
+    decoder = getattr(spec, "decoder", "tied")
+    if decoder == "untied":
+        untie_output_embeddings(model)  # a copy of the input embeddings, listed under cls.* below
+    # Tied, the decoder matrix is the word-embedding parameter (named bert.embeddings.*): not
+    # among cls.*, so it stays frozen; untied, it is cls.predictions.decoder.weight and trains.
     head = [name for name, _ in model.named_parameters() if name.startswith("cls.")]
     score_masked_positions_only(model)
     before = mlm.evaluate(model, dev_text, tokenizer, spec.max_length, eval_batch_size)
@@ -120,8 +127,14 @@ def warm_up_head(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, tra
     dev = DevCheck(lambda m: mlm.evaluate(m, dev_text, tokenizer, spec.max_length, eval_batch_size), "loss", False)
     log = train_parameters(model, head, features, mlm.collator(tokenizer), spec.phase, spec.run(seed),
                            "mlm-head-warmup", max_grad_norm=spec.max_grad_norm, dev=dev)
-    after = mlm.evaluate(model, dev_text, tokenizer, spec.max_length, eval_batch_size)
+    # The dev curve's last point is scored on the final state (BestOnDev scores the last step):
+    # no second pass over the dev set for the same number.
+    scored = [entry for entry in log if "eval_loss" in entry and "step" in entry]
+    last = scored[-1] if scored and not spec.phase.select_best else None
+    after = last["eval_loss"] if last is not None and last["step"] == spec.phase.steps else \
+        mlm.evaluate(model, dev_text, tokenizer, spec.max_length, eval_batch_size)["loss"]
     for param in model.parameters():
         param.requires_grad_(True)
-    return {"dev_loss_before": before["loss"], "dev_loss_after": after["loss"], "steps": spec.phase.steps,
-            "train_lines": len(train_text)}, log
+    start = {"step": 0, "eval_loss": before["loss"], "phase": "mlm-head-warmup"}  # where the dev curve starts
+    return {"dev_loss_before": before["loss"], "dev_loss_after": after, "steps": spec.phase.steps,
+            "train_lines": len(train_text), "decoder": decoder}, [start, *log]
