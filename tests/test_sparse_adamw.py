@@ -307,3 +307,23 @@ def test_cuda_model_moved_after_the_optimizer_was_built():
         keep[idx] = False
         assert torch.equal(flat[keep], start[keep])
         assert not torch.equal(flat[idx], start[idx])
+
+
+def test_the_schedule_reaches_the_update_after_the_state_dict_is_reloaded():
+    # accelerate's prepare reloads the optimizer's state dict, which replaces every
+    # param_groups dict; the learning rate the scheduler then writes must still be the one used.
+    dense = torch.nn.Parameter(torch.ones(4))
+    indexed = torch.nn.Parameter(torch.ones(6))
+    optimizer = SparseAdamW([{"params": [dense]}, {"params": [indexed], "lr": 1e-2}], lr=1e-2,
+                            trainable_indices={indexed: torch.tensor([1, 4])})
+    optimizer.load_state_dict(optimizer.state_dict())
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    dense.grad, indexed.grad = torch.ones(4), torch.ones(6)
+    optimizer.step()
+    assert torch.equal(dense.detach(), torch.ones(4)) and torch.equal(indexed.detach(), torch.ones(6))
+    for group in optimizer.param_groups:
+        group["lr"] = 1e-2
+    optimizer.step()
+    assert not torch.equal(dense.detach(), torch.ones(4))
+    assert indexed.detach()[[1, 4]].ne(1).all() and indexed.detach()[[0, 2, 3, 5]].eq(1).all()

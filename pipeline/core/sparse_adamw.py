@@ -74,8 +74,10 @@ class SparseAdamW(torch.optim.Optimizer):
             {"params": [self._targets[id(p)] for p in group["params"] if id(p) in self._targets], "lr": group["lr"]}
             for group in self.param_groups
         ]
-        # The outer groups that have an inner one, in order (the schedule writes their lr).
-        self._outer_groups = [g for g, inner in zip(self.param_groups, inner_groups) if inner["params"]]
+        # Which outer groups have an inner one, in order (the schedule writes their lr). Kept as
+        # positions, not the group dicts: accelerate's prepare reloads the optimizer's state
+        # dict, which replaces every param_groups dict, so stored dicts would miss the schedule.
+        self._outer_positions = [i for i, inner in enumerate(inner_groups) if inner["params"]]
         inner_groups = [g for g in inner_groups if g["params"]] or [{"params": [torch.zeros(1)]}]
         self._grad_buffers: dict[int, torch.Tensor] = {}
         self._scratch: dict[int, torch.Tensor] = {}
@@ -160,7 +162,7 @@ class SparseAdamW(torch.optim.Optimizer):
             torch.nn.utils.clip_grads_with_norm_(holders, self.max_grad_norm, self.grad_norm)
 
         # 3. torch's AdamW on the targets (the schedule's lr copied in), then scatter back.
-        for outer, inner in zip(self._outer_groups, self._inner.param_groups):
+        for outer, inner in zip((self.param_groups[i] for i in self._outer_positions), self._inner.param_groups):
             for key in ("lr", "betas", "eps", "weight_decay"):
                 inner[key] = outer[key]
         self._inner.step()
