@@ -16,6 +16,7 @@ from pipeline.core.sparse_adamw import SparseAdamW
 from pipeline.methods.lt_sft.lottery import LotteryConfig, PhaseBudget, train_lt_sft
 from pipeline.tasks.pos import PosTagging
 from tests.test_config import tree as preset_tree
+from tests.test_resume import features as random_tagging_features
 
 
 def test_unknown_precision_names_the_key():
@@ -68,18 +69,6 @@ def test_the_cli_refuses_fp16_on_cpu_before_any_work(tmp_path, monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("error: runtime.precision: fp16 needs a CUDA GPU"), result.output
 
 
-def _features(vocab: int) -> list[dict]:
-    generator = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(16):
-        length = int(torch.randint(4, 12, (1,), generator=generator))
-        ids = torch.randint(5, vocab, (length,), generator=generator).tolist()
-        labels = torch.randint(0, 5, (length,), generator=generator).tolist()
-        labels[0] = labels[-1] = -100
-        out.append({"input_ids": ids, "attention_mask": [1] * length, "labels": labels})
-    return out
-
-
 def test_bf16_lt_sft_keeps_unselected_entries_at_theta0(tiny_config, tiny_tokenizer, monkeypatch):
     """bf16 autocast on CPU: the weights stay fp32, phase 2 moves only the K selected entries."""
     from transformers import BertForTokenClassification, TrainingArguments
@@ -88,7 +77,7 @@ def test_bf16_lt_sft_keeps_unselected_entries_at_theta0(tiny_config, tiny_tokeni
     model0 = BertForTokenClassification(tiny_config)
     config = LotteryConfig(k=300, phase1=PhaseBudget(steps=3), phase2=PhaseBudget(steps=3), learning_rate=1e-2,
                            batch_size=4, l1_lambda=0.1, seed=3, progress=False)
-    features, collate = _features(tiny_config.vocab_size), PosTagging().collator(tiny_tokenizer)
+    features, collate = random_tagging_features(tiny_config.vocab_size, n=16), PosTagging().collator(tiny_tokenizer)
     seen = []
     real_init = TrainingArguments.__init__
     monkeypatch.setattr(TrainingArguments, "__init__",
