@@ -269,6 +269,76 @@ def adapter_import(
                f"{meta['hidden_size']}, rf {meta['reduction_factor']}, {meta['non_linearity']}")
 
 
+# --- issue 14: export ---
+class ExportFormat(str, enum.Enum):
+    composable_sft = "composable-sft"
+
+
+@diff_app.command("apply")
+@one_line_errors
+def diff_apply(
+    base: Annotated[str, typer.Argument(help="θ0: a model directory (e.g. models/base) or a hub name.")],
+    diffs: Annotated[list[Path], typer.Argument(help="Diff directories to add, e.g. a task diff and a language diff.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the merged model to (save_pretrained).")],
+    with_head: Annotated[bool, typer.Option("--with-head", help="Also write the task head (the dense tensors) of the "
+                                                                "one diff that carries one, in its task's model class.")] = False,
+    task: Annotated[str | None, typer.Option(help="The head's task (pos, ner, nli, mlm), for a diff that records "
+                                                  "none (an imported one).")] = None,
+    head_from: Annotated[Path | None, typer.Option("--head-from", help="The diff whose head to write, when several "
+                                                                       "task diffs carry one.")] = None,
+) -> None:
+    """Write θ0 + the sum of the diffs as a plain transformers checkpoint (safetensors + tokenizer).
+
+    With --with-head the model is the task's (labels in its config), composed as the evaluation
+    composes it, so `AutoModelFor<Task>.from_pretrained(OUT)` gives the logits that were scored.
+    The dependency parser's head is no transformers class: dp is refused with --with-head.
+    Without it, the diffs go onto BASE in its own architecture (an adapted encoder).
+    """
+    from pipeline.core.merged import write_merged
+
+    facts = write_merged(base, diffs, out, with_head, task, head_from)
+    labels = f", labels {' '.join(facts['labels'])}" if facts["labels"] else ""
+    typer.echo(f"{out}: {facts['architecture']}, θ0 + {len(diffs)} diff(s), {facts['entries']:,} entries{labels}")
+
+
+@diff_app.command("compose")
+@one_line_errors
+def diff_compose(
+    diffs: Annotated[list[Path], typer.Argument(help="Two or more diff directories over the same θ0.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the sum to.")],
+    head_from: Annotated[Path | None, typer.Option("--head-from", help="Keep only this diff's dense tensors (heads); "
+                                                                       "needed when two diffs carry the same one.")] = None,
+) -> None:
+    """Sum diffs into one: the union of their entries, values added; K the sum; provenance lists the parts."""
+    from pipeline.core.diff_sum import compose_diffs
+
+    total = compose_diffs(diffs, out, head_from)
+    typer.echo(f"{out}: {total.nnz:,} entries in {len(total.indices)} tensors, K {total.k}, dense {sorted(total.dense)}")
+
+
+@diff_app.command("export")
+@one_line_errors
+def diff_export(
+    path: Annotated[Path, typer.Argument(help="A diff directory (diff.json + diff.safetensors).")],
+    out: Annotated[Path, typer.Argument(help="Directory to write pytorch_diff.bin to.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="composable-sft: the reference implementation's "
+                                                                   "file, which its SFT(OUT).apply(model) reads.")],
+) -> None:
+    """Write a diff in another implementation's format (composable-sft: pytorch_diff.bin).
+
+    Column-major delta-coded indices, dense tensors under "abs", only ints, torch.Size and
+    tensors (torch's default weights-only loader reads it). `ltsft diff import OUT` reads it back.
+    """
+    from pipeline.formats import composable_sft
+    from pipeline.formats.sparse_diff import SparseDiff
+
+    if not path.exists():
+        raise LtsftError(f"{path}: no such diff directory")
+    diff = SparseDiff.load(path)
+    composable_sft.write(diff, out)
+    typer.echo(f"{out / composable_sft.FILE}: {diff.nnz:,} entries in {len(diff.shapes)} tensors, abs {sorted(diff.dense)}")
+
+
 @app.command("import-published")
 @one_line_errors
 def import_published(
