@@ -336,7 +336,8 @@ def diff_export(
         raise LtsftError(f"{path}: no such diff directory")
     diff = SparseDiff.load(path)
     composable_sft.write(diff, out)
-    typer.echo(f"{out / composable_sft.FILE}: {diff.nnz:,} entries in {len(diff.shapes)} tensors, abs {sorted(diff.dense)}")
+    typer.echo(f"{out / composable_sft.FILE}: {diff.nnz:,} entries in {len(diff.indices)} tensors "
+               f"({len(diff.shapes)} listed), abs {sorted(diff.dense)}")
 
 
 @app.command("import-published")

@@ -219,6 +219,7 @@ def test_compose_refuses_two_heads_unless_one_is_named(tmp_path, base):
     total = compose_diffs([a, b], tmp_path / "sum", head_from=b)
     assert torch.equal(total.dense["classifier.weight"], SparseDiff.load(b).dense["classifier.weight"])
     assert total.provenance["head_from"] == str(b)
+    assert total.provenance["task"] == "pos" and total.provenance["kind"] == "task"  # what `apply --with-head` needs
     with pytest.raises(DiffError, match="names none of the diffs"):
         compose_diffs([a, b], tmp_path / "sum2", head_from=tmp_path / "c")
     with pytest.raises(DiffError, match="nope: no such diff directory"):

@@ -47,6 +47,11 @@ def sum_diffs(diffs: Sequence[SparseDiff], head_from: str | Path | None = None) 
         "parts": [{"path": str(d.source), "k": d.k, "nnz": d.nnz, "provenance": d.provenance} for d in diffs],
         "head_from": str(head_from) if head_from is not None else None,
     }
+    # The kept head's task and seed, so that `ltsft diff apply --with-head` builds its model.
+    heads = [d for d in diffs if d.dense]
+    if len(heads) == 1:
+        total.provenance.update({key: heads[0].provenance[key] for key in ("kind", "task", "seed")
+                                 if key in heads[0].provenance})
     return total
 
 
