@@ -71,7 +71,8 @@ def test_private_files_written_inside_an_output_are_widened(tmp_path, umask_002)
     assert (out / "link").is_symlink()
 
 
-def test_real_stage_outputs_are_readable_by_the_team(workdir, umask_002):
+@pytest.mark.usefixtures("workdir", "umask_002")
+def test_real_stage_outputs_are_readable_by_the_team():
     """The smoke stages as `dvc repro` runs them: every output directory, file, run log and
     curve comes out as the umask asks (before the fix, every *.safetensors was 0600)."""
     from tests.test_pipeline import ltsft, smoke_params, write_params
