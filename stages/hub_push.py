@@ -247,7 +247,9 @@ def adapter_card(path: Path, repo_id: str, datasets: Sequence[str] = (), base_mo
     read_tensors(where / name, meta, fmt.META_FILE, fmt.AdapterError)  # a damaged adapter is refused, not pushed
     head = SparseDiff.load(path / "head") if (path / "head").is_dir() else None
     sources = gather(path, {**meta, "kind": (head.provenance if head else meta).get("kind", meta.get("kind"))})
-    base = base_model or meta.get("base_model") or (head.base_model if head else "") or None
+    # adapter.json names no base model (our own adapters): the run's params.yaml does.
+    base = (base_model or meta.get("base_model") or (head.base_model if head else "")
+            or ((sources.params or {}).get("model") or {}).get("name") or None)
     if not base:
         sources.unknown.append("the base model (adapter.json names none)")
     hub_base = _hub_base(base, sources)
