@@ -24,7 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-diff_app = typer.Typer(help="Inspect sparse diff directories.", no_args_is_help=True)
+diff_app = typer.Typer(help="Inspect, apply, compose, export and share sparse diff directories.", no_args_is_help=True)
 app.add_typer(diff_app, name="diff")
 adapter_app = typer.Typer(help="Released MAD-X adapters (the `adapters` library's files).", no_args_is_help=True)
 app.add_typer(adapter_app, name="adapter")
@@ -338,6 +338,62 @@ def diff_export(
     composable_sft.write(diff, out)
     typer.echo(f"{out / composable_sft.FILE}: {diff.nnz:,} entries in {len(diff.indices)} tensors "
                f"({len(diff.shapes)} listed), abs {sorted(diff.dense)}")
+
+
+# --- issue 14: hub ---
+RepoArgument = Annotated[str, typer.Argument(help="Hub model repo to create or update, owner/name.")]
+PrivateOption = Annotated[bool, typer.Option("--private", help="Create the repo private (an existing repo keeps "
+                                                              "its visibility).")]
+LocalDirOption = Annotated[Path | None, typer.Option("--local-dir", help="Write exactly the folder that would be "
+                                                     "uploaded (files + README.md card) here; no network.")]
+DatasetOption = Annotated[list[str] | None, typer.Option("--dataset", help="A Hub dataset id the component was trained "
+                                                         "on, for the card's metadata (repeatable).")]
+BaseModelOption = Annotated[str | None, typer.Option("--base-model", help="The card's base_model (a Hub model id), "
+                                                     "when the component's own record is no Hub id.")]
+
+
+def _push(kind: str, path: Path, repo_id: str, private: bool, local_dir: Path | None, dataset: list[str] | None,
+          base_model: str | None) -> None:
+    from stages.hub_push import push
+
+    typer.echo(push(path, kind, repo_id, private, local_dir, tuple(dataset or ()), base_model))
+
+
+@diff_app.command("push")
+@one_line_errors
+def diff_push(
+    path: Annotated[Path, typer.Argument(help="A diff directory (diff.json + diff.safetensors).")],
+    repo_id: RepoArgument,
+    private: PrivateOption = False,
+    local_dir: LocalDirOption = None,
+    dataset: DatasetOption = None,
+    base_model: BaseModelOption = None,
+) -> None:
+    """Upload a diff to the Hugging Face Hub with a model card (README.md): what it is, K and density,
+    the training budget, dev metrics before and after, the command that made it, how to load it.
+
+    The card's facts come from diff.json, the run log (runs/) and, when it is the run's own, params.yaml;
+    what they do not record the card calls unknown. Load it back: SparseDiff.from_pretrained(REPO_ID).
+    """
+    _push("diff", path, repo_id, private, local_dir, dataset, base_model)
+
+
+@adapter_app.command("push")
+@one_line_errors
+def adapter_push(
+    path: Annotated[Path, typer.Argument(help="An adapter directory (adapter.json + madx_adapter.safetensors), or a "
+                                              "MAD-X task component (adapter/ + head/).")],
+    repo_id: RepoArgument,
+    private: PrivateOption = False,
+    local_dir: LocalDirOption = None,
+    dataset: DatasetOption = None,
+    base_model: BaseModelOption = None,
+) -> None:
+    """Upload a MAD-X adapter to the Hugging Face Hub with a model card (as `ltsft diff push`).
+
+    Load it back: pipeline.formats.adapter.load_adapter_pretrained(REPO_ID, module).
+    """
+    _push("adapter", path, repo_id, private, local_dir, dataset, base_model)
 
 
 @app.command("import-published")

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,22 @@ def _readable_as_umask_allows(path: Path, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+def _share_contents(root: Path) -> None:
+    """Widen everything inside a finished output to at least what the umask allows.
+
+    Writers other than ours create private files too: safetensors' ``save_file`` (and so
+    ``save_pretrained``) writes through a 0600 temporary file, which left every
+    ``diff.safetensors`` and ``model.safetensors`` unreadable to the rest of a team on a
+    shared filesystem. Bits are only added (an executable stays executable); links are skipped."""
+    wanted = {True: 0o777 & ~_umask(), False: 0o666 & ~_umask()}
+    for folder, dirs, files in os.walk(root):
+        for name, directory in [(d, True) for d in dirs] + [(f, False) for f in files]:
+            entry = os.path.join(folder, name)
+            mode = os.lstat(entry).st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) | wanted[directory] != stat.S_IMODE(mode):
+                os.chmod(entry, stat.S_IMODE(mode) | wanted[directory])
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces ``target`` on success.
@@ -42,6 +59,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _share_contents(tmp)
     _readable_as_umask_allows(tmp, directory=True)
     # A directory cannot be os.replace'd over a non-empty one: move the old one aside first.
     old = None

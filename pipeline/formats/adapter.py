@@ -92,3 +92,13 @@ def _check_tensors(tensors: dict[str, torch.Tensor], module: nn.Module, tensors_
                 f"{tensors_path}: shape mismatch for {name}: file {tuple(tensor.shape)}, "
                 f"module {tuple(expected[name].shape)}"
             )
+
+
+def load_adapter_pretrained(repo_id_or_dir: str | Path, module: nn.Module, revision: str | None = None) -> dict:
+    """:func:`load_adapter` from a local directory or a Hugging Face Hub repo (``owner/name`` at
+    ``revision``) as ``ltsft adapter push`` uploads it; the same checks either way. A MAD-X task
+    component (``adapter/`` + ``head/``) holds its adapter under ``adapter/``."""
+    from pipeline.formats.hub_repo import local_or_download
+
+    path = local_or_download(repo_id_or_dir, revision, what="adapter")
+    return load_adapter(path if (path / META_FILE).is_file() else path / "adapter", module)

@@ -270,6 +270,15 @@ class SparseDiff:
         return path
 
     @classmethod
+    def from_pretrained(cls, repo_id_or_dir: str | Path, revision: str | None = None) -> SparseDiff:
+        """A diff from a local directory, or from a Hugging Face Hub repo (``owner/name``, at
+        ``revision``: a branch, tag or commit) as ``ltsft diff push`` uploads it. Read by
+        :meth:`load`, so the Hub's copy is checked (size, sha256, structure) like a local one."""
+        from pipeline.formats.hub_repo import local_or_download
+
+        return cls.load(local_or_download(repo_id_or_dir, revision, what="diff"))
+
+    @classmethod
     def load(cls, path: str | Path) -> SparseDiff:
         """Read a diff directory, refusing (DiffError, one line) anything damaged."""
         path = Path(path)
