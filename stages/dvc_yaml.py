@@ -16,8 +16,10 @@ method, written by this generator, keeps every dependency exact.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
+from pipeline.core.config import load_params
 from pipeline.methods import METHODS
 from pipeline.core.method import Method
 from stages import layout
@@ -186,12 +188,12 @@ def task_block(method: Method) -> str:
         [_path(method.name, kind, key) for kind in ("task", *method.task_extras)])
 
 
-def evaluate_blocks() -> list[str]:
+def evaluate_blocks(selected: list[Method]) -> list[str]:
     """One stage per method, except that methods whose evaluation stages differ only in the
     method's name (same family code, params, store and language component) share a
     ``matrix:`` over task × method."""
     groups: dict[tuple, list[Method]] = {}
-    for method in METHODS.values():
+    for method in selected:
         signature = (method.code, method.evaluation_sections, method.has_language, method.stores_adapters,
                      method.stage_tasks)
         groups.setdefault(signature, []).append(method)
@@ -225,21 +227,24 @@ def _ident(name: str) -> str:
     return name.replace("-", "_")
 
 
-def render() -> str:
+def render(run_methods: Collection[str] | None = None) -> str:
+    """dvc.yaml for ``run_methods`` (params' ``run_methods``; None: every registered method)."""
+    selected = [m for name, m in METHODS.items() if run_methods is None or name in run_methods]
     head = STATIC_HEAD.replace("RUNTIME", RUNTIME).replace("CURVES_BASE", str(layout.curves_dir(layout.BASE_MODEL)))
     parts = [HEADER + head + "\n  # Language components, by masked LM (MLM heads never leave them)."]
-    parts += [language_block(m) for m in METHODS.values() if m.trains_language]
+    parts += [language_block(m) for m in selected if m.trains_language]
     parts.append("\n  # Task components on the source language, over its language component where there is one.")
-    parts += [task_block(m) for m in METHODS.values() if not m.imported]
+    parts += [task_block(m) for m in selected if not m.imported]
     parts.append("\n  # Zero-shot evaluation: one results file per method, every variant it reports.")
-    parts += evaluate_blocks()
+    parts += evaluate_blocks(selected)
     tail = STATIC_TAIL.replace("ENGINE", ", ".join(ENGINE)).replace("RUNTIME", RUNTIME).replace("SEEDS", SEEDS)
     return "\n".join(parts) + "\n" + tail
 
 
-def run(check: bool = False, path: Path = Path("dvc.yaml")) -> bool:
-    """Write (or with ``check``, compare) dvc.yaml; returns whether the file was current."""
-    text = render()
+def run(check: bool = False, path: Path = layout.DVC_YAML, params_path: Path = layout.PARAMS) -> bool:
+    """Write (or with ``check``, compare) dvc.yaml for the methods ``params_path`` runs;
+    returns whether the file was current."""
+    text = render(load_params(params_path).run_methods)
     current = path.is_file() and path.read_text(encoding="utf-8") == text
     if not check and not current:
         path.write_text(text, encoding="utf-8")

@@ -1,10 +1,11 @@
-"""`ltsft preset NAME`: write presets/NAME.yaml over params.yaml (a complete file, not a patch)."""
+"""`ltsft preset NAME`: write presets/NAME.yaml over params.yaml (a complete file, not a patch),
+and dvc.yaml for the methods the preset runs (``run_methods``)."""
 
 from __future__ import annotations
 
 from pipeline.core.atomic import atomic_file
-from stages import layout
 from pipeline.core.config import ConfigError, load_params
+from stages import dvc_yaml, layout
 
 
 def available() -> list[str]:
@@ -20,3 +21,6 @@ def run(name: str) -> None:
     with atomic_file(layout.PARAMS) as handle:
         handle.write(text)
     print(f"{layout.PARAMS}: now preset {name}")
+    # dvc.yaml lists the stages of the methods this preset runs.
+    if not dvc_yaml.run(path=layout.DVC_YAML):
+        print(f"{layout.DVC_YAML}: written for its methods")

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.methods import METHODS
+
 from pipeline.core.budget import PhaseBudget
 from pipeline.core.config import (
     METHOD_SECTIONS,
@@ -91,7 +93,7 @@ def test_bitfit_defaults_to_the_task_phase1_budget(name):
 
 
 def test_demo_ner_overrides_bitfit_like_full_ft():
-    params = parse_params(tree("demo")).for_task("ner")
+    params = parse_params(tree("demo-seeds")).for_task("ner")  # the demo itself runs no NER (its preset says why)
     assert params.bitfit.phase == params.full_ft.phase == PhaseBudget(steps=200)
     assert "bitfit" in overridable()
 
@@ -112,7 +114,8 @@ def test_sections_are_typed_objects():
     assert isinstance(params.published, PublishedSettings) and params.published.languages == ()
     assert isinstance(params.madx_task, AdapterSpec) and params.madx_task.reduction_factor == 16
     assert (params.eval_batch_size, params.eval_max_length) == (32, 128)
-    assert params.tasks["ner"].name == "ner" and params.tasks["ner"].targets == ("he", "ja")
+    assert params.tasks["dp"].name == "dp" and params.tasks["dp"].targets == ("tr",)
+    assert parse_params(tree("demo-seeds")).tasks["ner"].targets == ("he", "ja")
 
     smoke = parse_params(tree("smoke"))
     assert smoke.model.tiny["hidden_size"] == 64 and smoke.model.warmup is None
@@ -251,6 +254,11 @@ def test_unknown_keys_inside_a_task_override_are_refused():
         ("published.languages", ["en", "zz"], "published.languages: unknown language 'zz'"),
         ("published.tasks", ["ner"], "published.tasks: unknown task 'ner' (not under tasks:)"),
         ("eval", None, "eval.batch_size: missing from params.yaml"),
+        ("run_methods", [], "run_methods: must be a non-empty list"),
+        ("run_methods", ["lt-sft", "rand-sft", "nope"], "run_methods: unknown method 'nope' (registered: "),
+        ("run_methods", ["lt-sft", "rand-sft", "lt-sft"], "run_methods: a method appears twice"),
+        ("run_methods", ["madx", "rand-sft"], "run_methods: add lt-sft (the overlap and the sparsity sweep"),
+        ("run_methods", ["lt-sft", "madx"], "run_methods: add rand-sft (the sparsity sweep"),
         ("tasks.pos.overrides", {"sparsity": {"k": 5}}, "tasks.pos.overrides: cannot override 'sparsity'"),
         ("tasks.pos.overrides", {"bitfit": {"phase": {"steps": 0}}},
          "tasks.pos.overrides: bitfit.phase.steps: must be an integer >= 1 (got 0)"),
@@ -280,6 +288,12 @@ def test_optional_keys_take_their_defaults():
     assert parse_params(with_value("published", {})).published == PublishedSettings()
     # Sections dvc.yaml reads (foreach over published.* and ablation.k) are required, if empty.
     assert error(without("published")) == "published: missing from params.yaml"
+
+
+def test_run_methods_selects_in_registry_order():
+    params = parse_params(with_value("run_methods", ["madx", "rand-sft", "lt-sft", "dense-composed"]))
+    assert params.selected_methods() == ["lt-sft", "rand-sft", "madx", "dense-composed"]
+    assert parse_params(tree()).selected_methods() == list(METHODS)  # absent: every registered method
 
 
 def test_top_level_must_be_a_mapping():
@@ -335,7 +349,7 @@ def test_preset_command_refuses_a_broken_preset(tmp_path, monkeypatch):
 def test_the_ner_benchmark_is_chosen_and_refused_elsewhere():
     paper = tree("paper")
     assert parse_params(paper).tasks["ner"].benchmark == "masakhaner1"
-    assert parse_params(tree("demo")).tasks["ner"].benchmark is None  # null: masakhaner2 (hub only)
+    assert parse_params(tree("demo-seeds")).tasks["ner"].benchmark is None  # null: masakhaner2 (hub only)
     assert error(with_value("tasks.ner.benchmark", "masakhaner3", paper)) == (
         "tasks.ner.benchmark: must be one of masakhaner1, masakhaner2 (got 'masakhaner3')")
     assert error(with_value("tasks.pos.benchmark", "masakhaner1")) == (

@@ -18,7 +18,41 @@ REPORTING = {"pipeline/report.py", "pipeline/plots.py", "pipeline", "pipeline/"}
 
 
 def test_dvc_yaml_is_generated_from_the_registry():
-    assert (REPO / "dvc.yaml").read_text() == dvc_yaml.render(), "run `ltsft dvc-yaml` and commit dvc.yaml"
+    run_methods = load_params(REPO / "params.yaml").run_methods
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml.render(run_methods), "run `ltsft dvc-yaml` and commit dvc.yaml"
+
+
+def test_run_methods_writes_stages_for_those_methods_only():
+    chosen = ["lt-sft", "rand-sft", "madx", "dense-composed"]
+    text = dvc_yaml.render(chosen)
+    for name, method in METHODS.items():
+        ident = name.replace("-", "_")
+        has_task_stage = f"  train_task_{ident}:" in text
+        assert has_task_stage == (name in chosen and not method.imported), name
+        assert (f"--method {name}" in text or "--method ${item.method}" in text) or name not in chosen
+    assert "evaluate_dense:" not in text and "head-only" not in text and "bitfit" not in text
+    assert "matrix: {task: \"${tasks}\", method: [lt-sft, rand-sft]}" in text  # the group keeps its matrix
+    assert dvc_yaml.render(None) == dvc_yaml.render(list(METHODS))  # absent: every registered method
+
+
+def test_preset_writes_dvc_yaml_for_its_methods(tmp_path, monkeypatch):
+    from stages import preset
+
+    (tmp_path / "presets").mkdir()
+    demo = (REPO / "presets" / "demo.yaml").read_text()
+    (tmp_path / "presets" / "all.yaml").write_text(_without_run_methods(demo))
+    (tmp_path / "presets" / "four.yaml").write_text(_without_run_methods(demo) +
+                                                    "run_methods: [lt-sft, rand-sft, madx, dense-composed]\n")
+    monkeypatch.chdir(tmp_path)
+    preset.run("four")
+    assert (tmp_path / "dvc.yaml").read_text() == dvc_yaml.render(["lt-sft", "rand-sft", "madx", "dense-composed"])
+    preset.run("all")
+    assert (tmp_path / "dvc.yaml").read_text() == dvc_yaml.render(None)
+
+
+def _without_run_methods(text: str) -> str:
+    """A preset's text with its ``run_methods:`` entry (one flow-style line) removed."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("run_methods:")) + "\n"
 
 
 def test_dvc_yaml_is_short():
@@ -59,7 +93,7 @@ def code_deps(method) -> set[str]:
 
 
 def test_every_language_method_trains_every_language(resolved, params):
-    for name in language_methods():
+    for name in set(language_methods()) & set(params.selected_methods()):
         method = METHODS[name]
         also = [m for m, other in METHODS.items() if other.language_from == name and m != name]
         for lang in params.languages:
@@ -71,7 +105,7 @@ def test_every_language_method_trains_every_language(resolved, params):
 
 
 def test_every_task_method_trains_over_its_source_component(resolved, params):
-    for name in task_methods():
+    for name in set(task_methods()) & set(params.selected_methods()):
         method = METHODS[name]
         for task in method.stage_task_names(params):
             stage = resolved[("ltsft", "train-task", task, "--method", name)]
@@ -87,7 +121,8 @@ def test_every_task_method_trains_over_its_source_component(resolved, params):
 
 
 def test_every_method_is_evaluated_into_its_results_file(resolved, params):
-    for name, method in METHODS.items():
+    for name in params.selected_methods():
+        method = METHODS[name]
         for task in method.stage_task_names(params):
             stage = resolved[("ltsft", "evaluate", task, "--method", name)]
             assert stage["outs"] == [str(layout.results_file(task, name))], stage["name"]

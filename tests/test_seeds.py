@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from pipeline.core.config import ConfigError, parse_params
+from pipeline.methods import METHODS
 from stages import layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,11 +68,16 @@ def test_presets():
 
     assert len(seeds("smoke")) == 1 and seeds("demo") == [42, 43] and len(seeds("demo-seeds")) >= 3
     demo, wide = (yaml.safe_load((REPO / "presets" / f"{n}.yaml").read_text()) for n in ("demo", "demo-seeds"))
+    # demo-seeds keeps the full breadth where demo trades some of it for a second seed ...
+    assert wide["run_methods"] is None and set(demo["run_methods"]) < set(METHODS)
+    assert set(demo["languages"]) < set(wide["languages"]) and set(demo["tasks"]) < set(wide["tasks"])
+    for name, spec in demo["tasks"].items():
+        assert spec == wide["tasks"][name], name
+    # ... and nothing else: the same sources, budgets, caps and θ0 settings.
     for tree in (demo, wide):
-        tree.pop("preset"), tree.pop("seeds")
-    if demo != wide:  # demo-seeds keeps the full breadth where demo trades some of it for a second seed
-        for key in ("languages", "tasks"):
-            assert all(name in wide[key] for name in demo[key]), key
+        for key in ("preset", "seeds", "run_methods", "languages", "tasks"):
+            tree.pop(key)
+    assert demo == wide
 
 
 # ----------------------------------------------------------------------------- layout

@@ -408,6 +408,12 @@ class Params:
         "and scores every component once; the report shows mean ± standard deviation over them. Wins over `seed` "
         "for training; the first seed's components sit where a single seed's do, further seeds' inside them "
         "(seed<S>/); the sparsity sweep runs on the first seed only.", minimum=0, nonempty=True, file_default=None)
+    run_methods: tuple[str, ...] | None = setting(
+        "The methods this params file trains and evaluates: `ltsft dvc-yaml` (and `ltsft preset`) writes stages for "
+        "these only, in registry order (absent or null: every registered method). lt-sft is always needed (the "
+        "overlap and the sparsity sweep read its diffs), and with a sweep (ablation.k / ablation.l1) every swept "
+        "method. Changing it changes dvc.yaml: run `ltsft dvc-yaml` after editing it by hand.",
+        nonempty=True, file_default=None)
     model: ModelSettings = setting("The pretrained encoder θ0.")
     data: DataSettings = setting("Where the labelled splits and raw text come from.")
     languages: dict[str, LanguageSpec] = setting("Language code -> settings: every language that gets a "
@@ -431,6 +437,12 @@ class Params:
         if name in sections:
             return sections[name]
         raise AttributeError(f"{type(self).__name__} has no section {name!r}")
+
+    def selected_methods(self) -> list[str]:
+        """``run_methods`` in registry order (every registered method when it is absent)."""
+        from pipeline.methods import METHODS
+
+        return [name for name in METHODS if self.run_methods is None or name in self.run_methods]
 
     @property
     def lang_k(self) -> int:
@@ -714,6 +726,32 @@ def _check_references(params: Params) -> None:
                               f"not under published.adapter_languages (its task adapter trains over that adapter)")
 
 
+def _check_run_methods(params: Params) -> None:
+    """``run_methods`` names registered methods, closed under what their stages read."""
+    if params.run_methods is None:
+        return
+    # torch-free, and already imported by _load_method_sections.
+    from pipeline.methods import METHODS
+
+    chosen = params.run_methods
+    for name in chosen:
+        if name not in METHODS:
+            raise ConfigError(f"run_methods: unknown method {name!r} (registered: {', '.join(METHODS)})")
+    if len(set(chosen)) < len(chosen):
+        raise ConfigError(f"run_methods: a method appears twice (got {list(chosen)})")
+    needed = {"lt-sft": "the overlap and the sparsity sweep read its diffs"}
+    for name, method in METHODS.items():
+        if method.swept and (params.ablation.k or params.ablation.l1):
+            needed.setdefault(name, "the sparsity sweep (ablation.k / ablation.l1) scores it")
+    for name in chosen:
+        source = METHODS[name].language_from
+        if source not in (None, name):
+            needed.setdefault(source, f"{name} takes its language component from it")
+    for name, why in needed.items():
+        if name not in chosen:
+            raise ConfigError(f"run_methods: add {name} ({why})")
+
+
 def _resolve_seeds(params: Params) -> Params:
     """``seeds`` lists the training runs (a lone ``seed: N``: one run, N, so older params files
     read as before); ``seed`` keeps seeding only what runs once for all seeds (data splits, θ0),
@@ -745,6 +783,7 @@ def parse_params(tree: Any) -> Params:
     fixed = {key: value for key, value in tree.items() if key not in METHOD_SECTIONS}
     params = _resolve_seeds(_section(Params, fixed, "", raw=tree, methods=methods))
     _check_references(params)
+    _check_run_methods(params)
     for name, spec in params.tasks.items():
         if spec.overrides:
             try:
