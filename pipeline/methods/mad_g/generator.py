@@ -7,12 +7,12 @@ As in the authors' code (github adapter-hub/CPGAdapters, ``src/transformers/cpg.
   initialised as ``nn.Linear`` initialises itself (the authors' ``UrielMlpProperty.layer_1``).
 - **Generation**: every tensor ``w`` of the adapter (each down/up weight and bias) has its own
   generator tensor ``P_w`` of shape ``(*w.shape, c)`` and ``w = P_w · e`` (a matmul over the
-  last axis; no bias); ``P_w ~ N(0, 1/c)`` with ``c`` the context width
+  last axis; no bias); ``P_w`` normal with std ``1/c``, ``c`` the context width
   (``CpgModule.init_params``: std ``1 / context_dim``).
 - **Layer-shared variant** (``layer_dim > 0``; the authors' ``sharing-uriel-cpg``): ONE
   ``P_w`` per tensor of a single layer's bottleneck, shared by all layers, reading the context
   ``[e; l_i]`` (``c = 32 + 32``: the language embedding, then layer ``i``'s learned embedding
-  ``l_i ~ N(0, 1/32)``, in that order because the authors' ``Environment`` sorts its
+  ``l_i`` (normal, std 1/32), in that order because the authors' ``Environment`` sorts its
   properties by name). Which variant the paper used is not confirmed.
 
 The generated adapter has exactly the structure of this project's MAD-X language adapter
@@ -165,11 +165,12 @@ def typology_tensor(vector: Any, generator: MadGenerator, language: str = "") ->
     return tensor.to(torch.float32)
 
 
-def install(model: nn.Module, generator: MadGenerator, task_rf: int | None = None) -> MadX:
+def install(model: nn.Module, generator: MadGenerator, task_rf: int | None = None, seed: int = 0) -> MadX:
     """Give ``model`` the MAD-X language adapter slot the generator fills (and, with ``task_rf``,
-    a task adapter stacked on it). Its placeholder values are never used by
-    :func:`generated_forward`; load a generated adapter into it for plain forwards."""
-    return add_madx(model, language_rf=generator.reduction_factor, task_rf=task_rf, seed=0,
+    a task adapter stacked on it, initialised from ``seed`` as ``add_madx`` does). The slot's
+    placeholder values are never used by :func:`generated_forward`; load a generated adapter
+    (:func:`save_generated_adapter`'s directory) into ``madx.language`` for plain forwards."""
+    return add_madx(model, language_rf=generator.reduction_factor, task_rf=task_rf, seed=seed,
                     language_invertible=False)
 
 
