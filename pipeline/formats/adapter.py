@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from pipeline.core.errors import LtsftError
@@ -74,24 +73,9 @@ def load_adapter(path: str | Path, module: nn.Module) -> dict:
             raise AdapterError(f"{meta_path}: {key} is {meta.get(key)!r}, the module's is {value!r}")
     device = next(module.parameters()).device
     tensors = checked.read_tensors(tensors_path, meta, META_FILE, AdapterError, device)
-    _check_tensors(tensors, module, tensors_path)
+    checked.check_state(tensors, module.state_dict(), tensors_path, AdapterError)
     module.load_state_dict(tensors, strict=True)
     return meta
-
-
-def _check_tensors(tensors: dict[str, torch.Tensor], module: nn.Module, tensors_path: Path) -> None:
-    """Strict names and shapes, with a message that names the file and the tensor."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise AdapterError(f"{tensors_path}: missing tensors {missing[:3]}, unexpected {unexpected[:3]}")
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise AdapterError(
-                f"{tensors_path}: shape mismatch for {name}: file {tuple(tensor.shape)}, "
-                f"module {tuple(expected[name].shape)}"
-            )
 
 
 def load_adapter_pretrained(repo_id_or_dir: str | Path, module: nn.Module, revision: str | None = None) -> dict:

@@ -89,3 +89,19 @@ def read_tensors(tensors_path: Path, meta: Mapping[str, Any], meta_name: str, er
         return load_file(str(tensors_path), device=str(device))
     except (SafetensorError, OSError, ValueError) as err:
         raise error(f"{tensors_path}: unreadable safetensors file ({one_line(err)})") from None
+
+
+def check_state(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], tensors_path: Path,
+                error: type[Exception]) -> None:
+    """Strict tensor names and shapes against a module's ``state_dict()`` (``expected``), refused
+    (``error``, one line naming the file and the tensor) before anything is loaded."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise error(f"{tensors_path}: missing tensors {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise error(
+                f"{tensors_path}: shape mismatch for {name}: file {tuple(tensor.shape)}, "
+                f"module {tuple(expected[name].shape)}"
+            )

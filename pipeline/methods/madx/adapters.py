@@ -192,26 +192,40 @@ class _LayerAdapters(_Described):
 
 
 class LanguageAdapter(_LayerAdapters):
-    """Per-layer bottlenecks (rf 2 by default) plus the invertible embedding adapter."""
+    """Per-layer bottlenecks (rf 2 by default) plus the invertible embedding adapter.
+
+    ``invertible=False`` leaves the invertible adapter out: MAD-G generates only the
+    bottlenecks (``pipeline/methods/mad_g``), and its adapters are ordinary language adapters
+    otherwise. Such an adapter says so in its description (``invertible: false``); one with
+    the invertible adapter describes itself exactly as before, so its files do not change.
+    """
 
     kind = "language"
 
     def __init__(self, hidden_size: int, num_layers: int, reduction_factor: int = 2,
-                 generator: torch.Generator | None = None, non_linearity: str = "relu") -> None:
+                 generator: torch.Generator | None = None, non_linearity: str = "relu",
+                 invertible: bool = True) -> None:
         super().__init__(hidden_size, num_layers, reduction_factor, generator, non_linearity)
-        self.invertible = InvertibleAdapter(hidden_size, generator, non_linearity)
+        self.invertible = InvertibleAdapter(hidden_size, generator, non_linearity) if invertible else None
+
+    def describe(self) -> dict[str, Any]:
+        fields = super().describe()
+        if self.invertible is None:
+            fields["invertible"] = False
+        return fields
 
     def use_non_linearity(self, name: str) -> None:
         """Switch every bottleneck and F and G to ``name`` (no weight changes: the functions are
         parameter-free), e.g. before loading a released adapter file that names GELU."""
         if name == self.non_linearity:
             return
-        for module in (*self.layers, self.invertible):
+        for module in (*self.layers, *([self.invertible] if self.invertible is not None else [])):
             module.non_linearity = name
         for bottleneck in self.layers:
             bottleneck.activation = activation(name)
-        for mlp in (self.invertible.F, self.invertible.G):
-            mlp[1] = activation(name)
+        if self.invertible is not None:
+            for mlp in (self.invertible.F, self.invertible.G):
+                mlp[1] = activation(name)
         self.non_linearity = name
 
 
@@ -246,6 +260,9 @@ class MadX(nn.Module):
     def _use_task(self) -> bool:
         return self.task is not None and self.task_active
 
+    def _use_invertible(self) -> bool:
+        return self._use_language() and self.language.invertible is not None
+
     def block_output(self, index: int, output_module: nn.Module,
                      hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         """The adapted ``BertOutput.forward``: ``out ← out + A(LN(out + x))`` per active adapter.
@@ -269,7 +286,7 @@ class MadX(nn.Module):
 
     def after_embeddings(self, module: nn.Module, args: Any, output: Any) -> Any:
         """Forward hook on the embeddings: apply the invertible adapter (language only)."""
-        if not self._use_language():
+        if not self._use_invertible():
             return None
         if isinstance(output, tuple):
             return (self.language.invertible(output[0]), *output[1:])
@@ -277,7 +294,7 @@ class MadX(nn.Module):
 
     def before_decoder(self, module: nn.Module, args: tuple) -> tuple | None:
         """Forward pre-hook on the MLM output embedding: undo the invertible adapter."""
-        if not self._use_language() or not args:
+        if not self._use_invertible() or not args:
             return None
         return (self.language.invertible.inverse(args[0]), *args[1:])
 
@@ -329,11 +346,12 @@ def _already_adapted(model: nn.Module, outputs: list[nn.Module]) -> bool:
 
 
 def add_madx(model: nn.Module, language_rf: int | None = 2, task_rf: int | None = 16,
-             seed: int | None = None) -> MadX:
+             seed: int | None = None, language_invertible: bool = True) -> MadX:
     """Create MAD-X adapters for ``model`` and put them into its forward computation.
 
     The adapters become the single submodule ``model.madx``, on the model's device and
-    dtype; either reduction factor may be ``None`` to omit that adapter. With ``seed`` the
+    dtype; either reduction factor may be ``None`` to omit that adapter, and
+    ``language_invertible=False`` omits the language adapter's invertible part (MAD-G). With ``seed`` the
     initialisation comes from a private generator, so it neither depends on nor advances
     the global RNG. Adapting a model twice raises ``ValueError``.
     """
@@ -342,7 +360,7 @@ def add_madx(model: nn.Module, language_rf: int | None = 2, task_rf: int | None 
         raise ValueError(f"add_madx: {type(model).__name__} already has MAD-X adapters installed")
     hidden_size = int(model.config.hidden_size)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    language = (LanguageAdapter(hidden_size, len(outputs), language_rf, generator)
+    language = (LanguageAdapter(hidden_size, len(outputs), language_rf, generator, invertible=language_invertible)
                 if language_rf is not None else None)
     task = TaskAdapter(hidden_size, len(outputs), task_rf, generator) if task_rf is not None else None
     madx = MadX(language, task)
@@ -359,7 +377,7 @@ def _install(model: nn.Module, madx: MadX, outputs: list[nn.Module]) -> None:
     for index, output in enumerate(outputs):
         # Plain instance attribute: nn.Module.__call__ looks up self.forward on the instance.
         object.__setattr__(output, "forward", _AdaptedOutputForward(madx, index, output))
-    if madx.language is None:
+    if madx.language is None or madx.language.invertible is None:
         return
     base = getattr(model, "base_model", model)
     base.embeddings.register_forward_hook(madx.after_embeddings)
