@@ -114,8 +114,9 @@ def test_sections_are_typed_objects():
     assert isinstance(params.published, PublishedSettings) and params.published.languages == ()
     assert isinstance(params.madx_task, AdapterSpec) and params.madx_task.reduction_factor == 16
     assert (params.eval_batch_size, params.eval_max_length) == (32, 128)
-    assert params.tasks["dp"].name == "dp" and params.tasks["dp"].targets == ("tr",)
-    assert parse_params(tree("demo-seeds")).tasks["ner"].targets == ("he", "ja")
+    assert params.tasks["pos"].name == "pos" and params.tasks["pos"].targets == ("he", "tr")
+    wide = parse_params(tree("demo-seeds")).tasks
+    assert wide["ner"].targets == ("he", "ja") and wide["dp"].targets == ("tr",)
 
     smoke = parse_params(tree("smoke"))
     assert smoke.model.tiny["hidden_size"] == 64 and smoke.model.warmup is None
