@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.core.merged import load_diffs
+from pipeline.core.merged import load_diffs, named_diff
 from pipeline.formats.sparse_diff import DiffError, SparseDiff
 
 
@@ -25,11 +25,8 @@ def sum_diffs(diffs: Sequence[SparseDiff], head_from: str | Path | None = None) 
     if len(diffs) < 2:
         raise DiffError("compose needs at least two diffs")
     if head_from is not None:
-        wanted = Path(head_from).resolve()
-        keep = [d for d in diffs if d.source is not None and d.source.resolve() == wanted]
-        if not keep:
-            raise DiffError(f"{head_from}: --head-from names none of the diffs given")
-        diffs = [d if d is keep[0] else replace(d, dense={}) for d in diffs]
+        keep = named_diff(diffs, head_from)
+        diffs = [d if d is keep else replace(d, dense={}) for d in diffs]
     carriers: dict[str, SparseDiff] = {}
     for diff in diffs:
         for name in diff.dense:

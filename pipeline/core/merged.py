@@ -30,18 +30,24 @@ def load_diffs(paths: Sequence[str | Path]) -> list[SparseDiff]:
     return [SparseDiff.load(path) for path in paths]
 
 
+def named_diff(diffs: Sequence[SparseDiff], head_from: str | Path) -> SparseDiff:
+    """The diff loaded from the directory ``head_from`` names (``--head-from``)."""
+    wanted = Path(head_from).resolve()
+    for diff in diffs:
+        if diff.source is not None and diff.source.resolve() == wanted:
+            return diff
+    raise DiffError(f"{head_from}: --head-from names none of the diffs given")
+
+
 def head_diff(diffs: Sequence[SparseDiff], head_from: str | Path | None = None) -> SparseDiff:
     """The diff whose dense tensors become the model's head: ``head_from`` if given, else the
     only diff that carries dense tensors — or, when language diffs carry their MLM heads too,
     the only *task* diff that does."""
     if head_from is not None:
-        wanted = Path(head_from).resolve()
-        for diff in diffs:
-            if diff.source is not None and diff.source.resolve() == wanted:
-                if not diff.dense:
-                    raise DiffError(f"{head_from}: --head-from names a diff that carries no head (no dense tensors)")
-                return diff
-        raise DiffError(f"{head_from}: --head-from names none of the diffs given")
+        diff = named_diff(diffs, head_from)
+        if not diff.dense:
+            raise DiffError(f"{head_from}: --head-from names a diff that carries no head (no dense tensors)")
+        return diff
     carriers = [d for d in diffs if d.dense]
     if len(carriers) > 1:
         carriers = [d for d in carriers if d.provenance.get("kind") == "task"] or carriers
