@@ -308,13 +308,25 @@ def _bold(stats: SeedStats) -> pd.DataFrame:
     return bold
 
 
-def _cell(stats: SeedStats, method: str, column: str) -> str:
-    """A cell's text: percent with one decimal; with several seeds, ± the standard deviation and n."""
+def cell_text(stats: SeedStats, method: str, column: str) -> str:
+    """A cell's value: percent with one decimal; with several seeds, ± the standard deviation."""
     mean = float(stats.mean.at[method, column]) * 100.0
-    n = int(stats.n.at[method, column])
-    if n <= 1:
+    if int(stats.n.at[method, column]) <= 1:
         return f"{mean:.1f}"
-    return f"{mean:.1f} ± {float(stats.sd.at[method, column]) * 100.0:.1f} <small>n={n}</small>"
+    return f"{mean:.1f} ± {float(stats.sd.at[method, column]) * 100.0:.1f}"
+
+
+def _cell(stats: SeedStats, method: str, column: str) -> str:
+    """A cell's HTML: ``cell_text`` and, with several seeds, n."""
+    n = int(stats.n.at[method, column])
+    return cell_text(stats, method, column) + (f" <small>n={n}</small>" if n > 1 else "")
+
+
+def verdict_text(claim: Claim) -> str:
+    """A claim's verdict as the page words it ("inconclusive at this budget")."""
+    if claim.verdict in (SUPPORTED, NOT_SUPPORTED, NO_EVIDENCE):
+        return claim.verdict
+    return f"{claim.verdict} at this budget"
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, caption: str = "") -> str:
@@ -414,7 +426,7 @@ def _render_claims(claims: Sequence[Claim], rows: Sequence[Mapping[str, Any]]) -
         stderr = "–" if claim.stderr is None else f"{claim.stderr:.2f}"
         css = {SUPPORTED: "verdict pos", NOT_SUPPORTED: "verdict neg", NO_EVIDENCE: "verdict none"}.get(claim.verdict,
                                                                                                      "verdict")
-        verdict = claim.verdict if claim.verdict in (SUPPORTED, NOT_SUPPORTED, NO_EVIDENCE) else f"{claim.verdict} at this budget"
+        verdict = verdict_text(claim)
         body.append(f"<tr data-claim='{_esc(claim.id)}'><td>{_esc(claim.statement)}</td>"
                     f"<td class='compares'>{_esc(claim.compares)}</td><td>{_esc(', '.join(claim.tasks) or '–')}</td>"
                     f"<td>{claim.n}</td><td>{mean}</td><td>{stderr}</td>"

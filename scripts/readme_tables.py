@@ -16,18 +16,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.claims import RULE, SUPPORTED, NOT_SUPPORTED, NO_EVIDENCE
+import pandas as pd
+
+from pipeline.claims import RULE
 from pipeline.plots import metric_label
-from pipeline.report import _bold, _main, format_count, parameter_counts, report_claims, task_metrics, task_stats
+from pipeline.report import (
+    _bold,
+    _main,
+    cell_text,
+    format_count,
+    parameter_counts,
+    report_claims,
+    task_metrics,
+    task_stats,
+    verdict_text,
+)
 from stages.report import read_rows
 
 
 def _cell(stats, method: str, column: str, bold: bool) -> str:
-    mean = float(stats.mean.at[method, column]) * 100.0
-    if mean != mean:  # NaN: a method without this language
+    if pd.isna(stats.mean.at[method, column]):  # a method without this language
         return "–"
-    n = int(stats.n.at[method, column])
-    text = f"{mean:.1f}" if n <= 1 else f"{mean:.1f} ± {float(stats.sd.at[method, column]) * 100.0:.1f}"
+    text = cell_text(stats, method, column)
     return f"**{text}**" if bold else text
 
 
@@ -62,7 +72,7 @@ def claims_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     for claim in claims:
         mean = "–" if claim.mean_diff is None else f"{claim.mean_diff:+.2f}"
         stderr = "–" if claim.stderr is None else f"{claim.stderr:.2f}"
-        verdict = claim.verdict if claim.verdict in (SUPPORTED, NOT_SUPPORTED, NO_EVIDENCE) else f"{claim.verdict} at this budget"
+        verdict = verdict_text(claim)
         out.append(f"| {claim.statement} | {claim.compares} | {', '.join(claim.tasks) or '–'} | {claim.n} | {mean} | "
                    f"{stderr} | **{verdict}** |")
     out += ["", f"Rule: {RULE}."]
