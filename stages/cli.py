@@ -139,6 +139,27 @@ def train_task(
     stage.run(_prepare(params), task, _value(method))
 
 
+@app.command("mad-g-text")
+@one_line_errors
+def mad_g_text(params: ParamsOption = Path("params.yaml")) -> None:
+    """Collect MAD-G's generator training text into corpora/mad-g (many languages, no task target)."""
+    from stages import mad_g as stage
+
+    stage.collect_text(_prepare(params))
+
+
+@app.command("train-generator")
+@one_line_errors
+def train_generator(params: ParamsOption = Path("params.yaml")) -> None:
+    """Train MAD-G's generator on corpora/mad-g; write it and every language's generated adapter.
+
+    Writes adapters/mad-g/generator/uriel and adapters/mad-g/lang/LANG for each key under `languages:`.
+    """
+    from stages import mad_g as stage
+
+    stage.train(_prepare(params))
+
+
 @app.command()
 @one_line_errors
 def evaluate(

@@ -20,6 +20,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from pipeline.core.config import load_params
+from pipeline.methods.mad_g.method import GENERATOR
 from pipeline.methods import METHODS
 from pipeline.core.method import Method
 from stages import layout
@@ -162,9 +163,11 @@ def _path(method: str, kind: str, name: str) -> str:
 
 def language_block(method: Method) -> str:
     others = [m.name for m in METHODS.values() if m.language_from == method.name and m.name != method.name]
+    start = [_path(method.starts_from, "lang", "${key}")] if method.starts_from else []
     return _block(
         f"train_lang_{_ident(method.name)}", "languages", f"ltsft train-lang ${{key}} --method {method.name}",
-        ["models/base", "data/text/${key}", "stages/train_lang.py", "stages/common.py", *ENGINE, *_code(method)],
+        ["models/base", "data/text/${key}", *start, "stages/train_lang.py", "stages/common.py", *ENGINE,
+         *_code(method)],
         [SEEDS, *method.language_sections, "eval", RUNTIME],
         [_path(m, "lang", "${key}") for m in [method.name, *others]])
 
@@ -214,12 +217,36 @@ def _evaluate_group(methods: list[Method]) -> str:
         return _path(first.name, kind, of).replace(f"/{first.name}/", f"/{name}/")
 
     langs = [path("lang", "x").removesuffix("/x")] if first.has_language else []
+    langs += [_path(*GENERATOR)] if first.prerequisite == "generator" else []  # its size is reported
     return "\n".join([
         *head, f"{' ' * indent}cmd: ltsft evaluate {key} --method {name}",
         _list(["models/base", f"data/{key}", path("task", key), *langs, "stages/evaluate.py",
                "stages/common.py", *ENGINE, *_code(first)], indent, "deps"),
         _list([SEEDS, "eval", *first.evaluation_sections, f"tasks.{key}"], indent, "params"),
         _list([str(layout.results_file(key, name))], indent, "outs")])
+
+
+def generator_block() -> str:
+    """MAD-G's prerequisite: its training text, then the generator and every generated adapter."""
+    generator = _path(*GENERATOR)
+    return "\n".join([
+        "  mad_g_text:", "    cmd: ltsft mad-g-text",
+        _list(["pipeline/sources", "pipeline/typology.py", "pipeline/methods/mad_g/udhr_languages.py",
+               "stages/mad_g.py"], 4, "deps"),
+        _list(["data", "mad_g.train_languages", "tasks"], 4, "params"),
+        _list([str(layout.GENERATOR_TEXT)], 4, "outs"),
+        "  train_generator:", "    cmd: ltsft train-generator",
+        _list(["models/base", str(layout.GENERATOR_TEXT), "data/text", "stages/mad_g.py", "stages/common.py", *ENGINE,
+               "pipeline/methods/mad_g", "pipeline/methods/madx", "pipeline/typology.py"], 4, "deps"),
+        _list(["seed", "mad_g", "languages", "eval", "model.name", RUNTIME], 4, "params"),
+        _list([str(Path(generator).parent), _path("mad-g", "lang", "x").removesuffix("/x")], 4, "outs"),
+        _curves(generator, 4)])
+
+
+# Once-per-run stages a method may need (Method.prerequisite), written once when any selected
+# method needs them, before the language components.
+PREREQUISITES = {"generator": ("MAD-G's generator, trained once on many languages' text (never a target's).",
+                               generator_block)}
 
 
 def _ident(name: str) -> str:
@@ -231,7 +258,11 @@ def render(run_methods: Collection[str] | None = None) -> str:
     """dvc.yaml for ``run_methods`` (params' ``run_methods``; None: every registered method)."""
     selected = [m for name, m in METHODS.items() if run_methods is None or name in run_methods]
     head = STATIC_HEAD.replace("RUNTIME", RUNTIME).replace("CURVES_BASE", str(layout.curves_dir(layout.BASE_MODEL)))
-    parts = [HEADER + head + "\n  # Language components, by masked LM (MLM heads never leave them)."]
+    parts = [HEADER + head.rstrip("\n")]
+    for name in dict.fromkeys(m.prerequisite for m in selected if m.prerequisite):
+        comment, block = PREREQUISITES[name]
+        parts += [f"\n  # {comment}", block()]
+    parts.append("\n  # Language components, by masked LM (MLM heads never leave them).")
     parts += [language_block(m) for m in selected if m.trains_language]
     parts.append("\n  # Task components on the source language, over its language component where there is one.")
     parts += [task_block(m) for m in selected if not m.imported]

@@ -18,6 +18,8 @@ DIFFS = Path("diffs")
 ADAPTERS = Path("adapters")
 RESULTS = Path("results")
 REPORTS = Path("reports")
+# MAD-G's generator trains on many languages' text (never a target's): corpora/mad-g/<code>.txt.
+GENERATOR_TEXT = Path("corpora/mad-g")
 # Run logs (wall time, date, host, git revision): beside the outputs, never inside them, so
 # that identical inputs give byte-identical outputs. Not DVC outputs; the report reads them.
 RUNS = Path("runs")
@@ -121,6 +123,7 @@ CURVE_FAMILIES = (
     ("task diffs", f"{DIFFS}/*/task/*"),
     ("language adapters", f"{ADAPTERS}/*/lang/*"),
     ("task adapters", f"{ADAPTERS}/*/task/*"),
+    ("MAD-G generator", f"{ADAPTERS}/*/generator/*"),
     ("MLM-head warm-up of the base model", str(BASE_MODEL)),
     ("sparsity sweep (task diffs)", f"{RESULTS}/*/sparsity/*"),
     ("L1 ablation (language diffs)", f"{RESULTS}/*/l1/*"),

@@ -28,7 +28,7 @@ def train(params, lang: str, method: str = "lt-sft", paths: ComponentPaths = lay
     chosen = get_method(method, language_methods(), "a language")
     params.language(lang)
     train_path, dev_path = layout.text_split(lang, "train"), layout.text_split(lang, "dev")
-    require_files(layout.BASE_MODEL, train_path, dev_path)
+    require_files(layout.BASE_MODEL, train_path, dev_path, *chosen.language_inputs(paths, lang))
     task = get_task("mlm")
     tokenizer = load_tokenizer(layout.BASE_MODEL)
     model = task.build_model(layout.BASE_MODEL, params.seed)

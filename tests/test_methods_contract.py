@@ -24,6 +24,8 @@ from pipeline.core.config import parse_params
 from pipeline.formats.adapter import load_adapter
 from pipeline.formats.sparse_diff import SparseDiff
 from pipeline.methods import METHODS
+from pipeline.methods.mad_g.build import build_generator
+from pipeline.methods.mad_g.method import GENERATOR
 from pipeline.core.method import TrainContext
 from pipeline.core.models import build_tiny_mlm, save_model, train_wordpiece_tokenizer
 from pipeline.core.parameters import count_parameters_named, snapshot
@@ -58,7 +60,8 @@ def world(tmp_path_factory):
     raw["sparsity"]["k"] = K
     for section in (raw["lang_sft"], raw["task_sft"]):
         section["phase1"], section["phase2"] = {"steps": 2}, {"steps": 2}
-    for section in (raw["full_ft"], raw["head_only"], raw["bitfit"], raw["madx"]["language"], raw["madx"]["task"]):
+    for section in (raw["full_ft"], raw["head_only"], raw["bitfit"], raw["madx"]["language"], raw["madx"]["task"],
+                    raw["mad_g"]["generator"]):
         section["phase"] = {"steps": 2}
     return {"base": root / "base", "tokenizer": tokenizer, "params": parse_params(raw), "paths": Paths(root)}
 
@@ -106,14 +109,26 @@ def assert_same_component(trained, path: Path, model) -> None:
         assert_same_component(trained.head, path / "head", model)
 
 
+def build_prerequisite(world, method) -> None:
+    """A method's once-per-run stage (mad-g: the generator, and the generated adapters of xx and en)."""
+    if method.prerequisite is None or world["paths"].component(*GENERATOR).exists():
+        return
+    assert method.prerequisite == "generator", f"no contract fixture for prerequisite {method.prerequisite!r}"
+    ctx = context(world, "lang", "en")
+    build_generator(ctx, {"en": (SMOKE / "text" / "en.txt").read_text().splitlines()}, ["xx", "en"])
+
+
 @pytest.mark.parametrize("name", TRAINED)
 def test_method_contract(world, name):
     method = METHODS[name]
     paths, tokenizer = world["paths"], world["tokenizer"]
+    build_prerequisite(world, method)
     if method.has_language:
         maker = METHODS[method.language_from]
         for seed, lang in enumerate(("xx", "en")):
-            if maker.imports_language:  # released adapters (madx-published), in the `adapters` library's layout
+            if maker.prerequisite and not maker.trains_language:  # written by its prerequisite (mad-g: generated)
+                assert paths.component(name, "lang", lang).exists()
+            elif maker.imports_language:  # released adapters (madx-published), in the `adapters` library's layout
                 released = write_released(paths.root / "released" / lang,
                                           released_tensors(random_roles(32, 2, seed=seed, std=0.05), name=lang),
                                           name=lang)

@@ -27,7 +27,7 @@ def smoke_params(**overrides) -> dict:
         params[phase]["phase1"] = {"steps": 3}
         params[phase]["phase2"] = {"steps": 3}
     for section in (params["head_only"], params["full_ft"], params["bitfit"], params["madx"]["language"],
-                    params["madx"]["task"]):
+                    params["madx"]["task"], params["mad_g"]["generator"]):
         section["phase"] = {"steps": 3}
     params["data"]["root"] = str(REPO / "tests" / "fixtures" / "smoke")
     for dotted, value in overrides.items():
@@ -68,7 +68,7 @@ def rows_of(path: str) -> list[dict]:
 def run_pipeline(params: dict) -> list[dict]:
     """Every stage of dvc.yaml, in order; returns the lt-sft results rows."""
     write_params(params)
-    steps = [("download",), ("prepare-model",)]
+    steps = [("download",), ("prepare-model",), ("mad-g-text",), ("train-generator",)]
     steps += [("train-lang", lang, "--method", m) for m in LANG_METHODS for lang in params["languages"]]
     steps += [("train-task", "pos", "--method", m) for m in TASK_METHODS]
     steps += [("evaluate", "pos", "--method", m) for m in TASK_METHODS]
@@ -98,6 +98,12 @@ def test_smoke_pipeline_end_to_end_and_deterministic(workdir):
     madx_task = 2 * (2 * 64 * 4 + 4 + 64) + head  # 2 layers rf 16
     assert by_method["madx"]["params_lang"] == madx_lang and by_method["madx"]["params_task"] == madx_task
     assert by_method["madx-task-only"]["params_lang"] == 0
+    # MAD-G: generated adapters (2 layers rf 16, no invertible) train nothing per language; the
+    # generator, D·A + T·D + D with D = 32 and T = 289, is counted once; mad-g-ls trains the adapter.
+    generated = 2 * (2 * 64 * 4 + 4 + 64)
+    assert by_method["mad-g"]["params_lang"] == 0 and by_method["mad-g"]["params_task"] == madx_task
+    assert by_method["mad-g"]["params_shared"] == by_method["mad-g-ls"]["params_shared"] == 32 * generated + 289 * 32 + 32
+    assert by_method["mad-g-ls"]["params_lang"] == generated and "params_shared" not in by_method["madx"]
     assert by_method["lt-sft"]["k"] == k and "k" not in by_method["full-ft"]
     biases = 2 * (4 * 64 + 128 + 64)  # per layer: query, key, value, attention output; FFN in (128) and out
     assert by_method["bitfit"]["k"] == biases and by_method["bitfit"]["params_task"] == biases + head

@@ -32,7 +32,9 @@ def score(params: Any, task: Any, task_name: str, base: Path, tests: Mapping[str
             for metric in task.reported_metrics():
                 row = {"task": task_name, "method": variant.name, "lang": lang, "metric": metric, "seed": params.seed,
                        "value": metrics[metric], "params_lang": lang_params, "params_task": composer.task_params}
-                rows.append(row | ({"k": composer.k} if composer.k is not None else {}) | (extra or {}))
+                shared = getattr(composer, "shared_params", 0)  # only where there is one: other rows unchanged
+                rows.append(row | ({"k": composer.k} if composer.k is not None else {})
+                            | ({"params_shared": shared} if shared else {}) | (extra or {}))
             shown = ", ".join(f"{m} {metrics[m]:.4f}" for m in task.reported_metrics())
             print(f"{task_name} {variant.name:>24} {lang}: {shown}")
     return rows

@@ -82,6 +82,7 @@ class Composer(Protocol):
     task_params: int  # trainable parameters of the task component
     k: int | None  # the task component's K (sparse methods), else None
     used: list[Path]  # every component directory read so far (for the run log)
+    shared_params: int  # parameters trained once for every language (mad-g: its generator), else 0
 
     def inputs(self, with_language: bool) -> list[Path]:
         """Component directories evaluation needs (checked before any work)."""
@@ -103,7 +104,7 @@ class ComponentComposer:
 
     def __init__(self, task_path: Path, lang_paths: dict[str, Path]):
         self.task_path, self.lang_paths = task_path, lang_paths
-        self.task_params, self.k = 0, None
+        self.task_params, self.k, self.shared_params = 0, None, 0
         self.used: list[Path] = []
 
     def inputs(self, with_language: bool) -> list[Path]:
@@ -138,6 +139,12 @@ class Method:
     task_extras: ClassVar[tuple[str, ...]] = ()  # further kinds its task stage writes (task-phase1)
     evaluation_sections: ClassVar[tuple[str, ...]] = ()  # params its composition reads (madx: sizes)
     swept: ClassVar[bool] = False  # in the sparsity sweep (the task diff's K varies)
+    # Whose language components its own start from (mad-g-ls: mad-g's generated adapters): its
+    # language stage reads them (a dvc.yaml dependency, checked before any work).
+    starts_from: ClassVar[str | None] = None
+    # A once-per-run stage its components need (mad-g: "generator", the typology-to-adapter
+    # generator and the generated adapters), written into dvc.yaml when the method is selected.
+    prerequisite: ClassVar[str | None] = None
     interference: ClassVar[str | None] = None  # its label in the interference plot (composed − task-only)
 
     @property
@@ -172,6 +179,10 @@ class Method:
 
     def train_task(self, ctx: TrainContext) -> RunResult:
         raise NotImplementedError(f"{self.name} trains no task component")
+
+    def language_inputs(self, paths: ComponentPaths, lang: str) -> list[Path]:
+        """Components a language run starts from (checked before any work)."""
+        return [paths.component(self.starts_from, "lang", lang)] if self.starts_from else []
 
     def task_inputs(self, ctx_paths: ComponentPaths, task: str, source: str) -> list[Path]:
         """Components a task run starts from (checked before any work)."""

@@ -89,6 +89,8 @@ class DevScorer:
 
     def line(self, before: dict[str, float], after: dict[str, float]) -> str:
         metric = self.task.metric
+        if not after:
+            return "no dev set"
         start = f"{before[metric]:.4f} -> " if metric in before else ""
         return f"dev {metric} {start}{after.get(metric, float('nan')):.4f}"
 

@@ -61,6 +61,7 @@ def task_methods() -> list[str]:
 # Registration: one line per method family, in report order.
 from pipeline.methods import lt_sft  # noqa: E402,F401  lt-sft, lt-sft-published, rand-sft
 from pipeline.methods import madx  # noqa: E402,F401
+from pipeline.methods import mad_g  # noqa: E402,F401  mad-g, mad-g-ls
 from pipeline.methods import dense  # noqa: E402,F401  full-ft, dense-composed, head-only
 from pipeline.methods import bitfit  # noqa: E402,F401
 

@@ -76,7 +76,11 @@ class MadX(Method):
         from pipeline.core.training import train_parameters
 
         spec = ctx.params.madx_language
-        madx = add_madx(ctx.model, language_rf=spec.reduction_factor, task_rf=None, seed=ctx.params.seed)
+        rf, invertible = self.language_shape(ctx.params)
+        madx = add_madx(ctx.model, language_rf=rf, task_rf=None, seed=ctx.params.seed, language_invertible=invertible)
+        start = self.language_start(ctx)
+        if start is not None:
+            load_language(madx, start)
         names = [name for name, _ in ctx.model.named_parameters() if name.startswith(PREFIX + "language.")]
 
         def train(record: dict[str, Any]) -> Trained:
@@ -96,8 +100,9 @@ class MadX(Method):
         from pipeline.core.training import train_parameters
 
         params, spec = ctx.params, ctx.params.madx_task
-        madx = add_madx(ctx.model, language_rf=params.madx_language.reduction_factor,
-                        task_rf=spec.reduction_factor, seed=params.seed)
+        rf, invertible = self.language_shape(params)
+        madx = add_madx(ctx.model, language_rf=rf, task_rf=spec.reduction_factor, seed=params.seed,
+                        language_invertible=invertible)
         load_language(madx, ctx.component(self.name, "lang", ctx.source))
         head = [name for name in ctx.task.head_parameter_names(ctx.model) if not name.startswith(PREFIX)]
         names = [name for name, _ in ctx.model.named_parameters() if name.startswith(PREFIX + "task.")] + head
@@ -117,23 +122,34 @@ class MadX(Method):
 
     def composer(self, params: Any, paths: ComponentPaths, task: str, targets: Sequence[str]) -> AdapterComposer:
         return AdapterComposer(params, paths.component(self.name, "task", task),
-                               {lang: paths.component(self.name, "lang", lang) for lang in targets})
+                               {lang: paths.component(self.name, "lang", lang) for lang in targets},
+                               self.language_shape(params))
+
+    def language_shape(self, params: Any) -> tuple[int, bool]:
+        """The language adapter's reduction factor and whether it has the invertible part."""
+        return params.madx_language.reduction_factor, True
+
+    def language_start(self, ctx: TrainContext) -> Path | None:
+        """The adapter a language adapter starts from: ``starts_from``'s for the language (mad-g-ls:
+        the generated one), else None (a fresh initialisation)."""
+        return ctx.component(self.starts_from, "lang", ctx.name) if self.starts_from else None
 
 
 class AdapterComposer(ComponentComposer):
     """θ0 with MAD-X adapters: the task adapter (and head) over a target's language adapter."""
 
-    def __init__(self, params: Any, task_path: Path, lang_paths: dict[str, Path]):
+    def __init__(self, params: Any, task_path: Path, lang_paths: dict[str, Path], language_shape: tuple[int, bool]):
         super().__init__(task_path, lang_paths)
-        self.params = params
+        self.params, self.language_shape = params, language_shape  # (reduction factor, invertible)
 
     def load(self, model: Any) -> None:
         from pipeline.formats.adapter import load_adapter
         from pipeline.formats.sparse_diff import SparseDiff
         from pipeline.methods.madx.adapters import add_madx
 
-        self.madx = add_madx(model, language_rf=self.params.madx_language.reduction_factor,
-                             task_rf=self.params.madx_task.reduction_factor)
+        rf, invertible = self.language_shape
+        self.madx = add_madx(model, language_rf=rf, task_rf=self.params.madx_task.reduction_factor,
+                             language_invertible=invertible)
         task_dir = self._read(self.task_path)
         meta = load_adapter(task_dir / "adapter", self.madx.task)
         SparseDiff.load(task_dir / "head").apply(model, with_dense=True)
