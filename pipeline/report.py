@@ -156,17 +156,20 @@ def task_table(rows: Iterable[Mapping[str, Any]], task: str, metric: str) -> pd.
 
 
 def parameter_counts(rows: Iterable[Mapping[str, Any]], task: str) -> pd.DataFrame:
-    """Per method: trainable parameters of its language component (params_lang) and task
-    component (params_task), the largest seen over targets (they are the same for every
+    """Per method: trainable parameters of its language component (params_lang), task
+    component (params_task) and, where any method has one, what it trains once for every
+    language (params_shared), the largest seen over targets (they are the same for every
     target); main rows only. NaN where a method's rows lack the count; empty when no row does."""
     picked = [r for r in _main(rows) if r.get("task") == task]
     if not any("params_lang" in r or "params_task" in r for r in picked):
         return pd.DataFrame(columns=["params_lang", "params_task"])
-    frame = pd.DataFrame([{"method": r["method"], "params_lang": r.get("params_lang"),
-                           "params_task": r.get("params_task")} for r in picked])
-    for column in ("params_lang", "params_task"):
+    # params_shared: what one method trains once for every language (mad-g's generator); a
+    # column only where some row has it.
+    columns = ["params_lang", "params_task"] + (["params_shared"] if any("params_shared" in r for r in picked) else [])
+    frame = pd.DataFrame([{"method": r["method"], **{column: r.get(column) for column in columns}} for r in picked])
+    for column in columns:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    counts = frame.groupby("method")[["params_lang", "params_task"]].max()
+    counts = frame.groupby("method")[columns].max()
     return counts.loc[_method_order(counts.index)]
 
 
@@ -344,8 +347,10 @@ def render_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, capt
     for column in shown.columns:
         css = " class='avg'" if column == "avg" else ""
         head.append(f"<th scope='col'{css}>{_esc(column)}</th>")
+    param_columns = {"params_lang": "language", "params_task": "task", "params_shared": "shared (once)"}
+    param_columns = {column: what for column, what in param_columns.items() if column in counts.columns}
     if with_params:
-        head += [f"<th scope='col' class='params'>params / {what}</th>" for what in ("language", "task")]
+        head += [f"<th scope='col' class='params'>params / {what}</th>" for what in param_columns.values()]
     body = []
     for method in shown.index:
         cells = [f"<td class='method'>{_esc(method)}</td>"]
@@ -359,7 +364,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, capt
             else:
                 cells.append(f"<td{css}>{_cell(stats, method, column)}</td>")
         if with_params:
-            for column in ("params_lang", "params_task"):
+            for column in param_columns:
                 count = counts.at[method, column] if method in counts.index else None
                 cells.append(f"<td class='params'>{_esc(format_count(count))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")

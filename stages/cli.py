@@ -18,9 +18,9 @@ from pipeline.core.errors import LtsftError
 from pipeline.methods import METHODS, language_methods, task_methods
 
 app = typer.Typer(
-    help=__doc__ + "\n\nThe usual order: download → prepare-model → train-lang LANG (each language and "
-    "method) → train-task TASK (each method) → evaluate TASK (each method) → report. "
-    "`dvc repro` runs exactly these (see dvc.yaml).",
+    help=__doc__ + "\n\nThe usual order: download → prepare-model → (MAD-G: mad-g-text → train-generator) → "
+    "train-lang LANG (each language and method) → train-task TASK (each method) → evaluate TASK (each method) → "
+    "report. `dvc repro` runs exactly these (see dvc.yaml).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )

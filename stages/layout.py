@@ -41,6 +41,11 @@ def text_split(lang: str, split: str) -> Path:
     return DATA / "text" / lang / f"{split}.txt"
 
 
+# Component kinds trained once per run, on the first seed, and read by every seed's runs (MAD-G's
+# generator): never nested under a further seed's folder.
+ONCE_PER_RUN = frozenset({"generator"})
+
+
 class Components:
     """The layout of trained components (pipeline.core.method.ComponentPaths):
     ``diffs/<method>/<kind>/<name>``, or ``adapters/<method>/<kind>/<name>`` for adapters.
@@ -54,7 +59,7 @@ class Components:
     the number of seeds, so the component directory is the stage's one output for all of
     them; and a single-seed run's outputs, and everything that reads the first seed only
     (the sparsity sweep, the overlap), stay where they were. Imported (released) components
-    have no seed: they are never nested."""
+    have no seed, and what trains once per run (ONCE_PER_RUN) has one seed: they are never nested."""
 
     def __init__(self, base: Path = Path("."), seed: int | None = None):
         self.base, self.seed = base, seed
@@ -66,7 +71,8 @@ class Components:
         root = ADAPTERS if chosen.stores_adapters else DIFFS
         path = self.base / root / method / kind / name
         released = chosen.imported or (chosen.imports_language and kind == "lang")
-        return path / seed_dir(self.seed) if self.seed is not None and not released else path
+        once = kind in ONCE_PER_RUN
+        return path / seed_dir(self.seed) if self.seed is not None and not (released or once) else path
 
     def for_seed(self, seed: int, seeds: Sequence[int]) -> Components:
         """This layout for the run of ``seed``, one of ``seeds`` (the first: the unnested layout)."""

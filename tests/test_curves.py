@@ -254,6 +254,10 @@ def test_dvc_yaml_declares_every_training_stages_curves_as_plots_against_step():
     for name in (m for m in task_methods() if m in chosen):
         for task in METHODS[name].stage_task_names(params):
             expected[f"train_task_{name.replace('-', '_')}@{task}"] = layout.COMPONENTS.component(name, "task", task)
+    if any(METHODS[m].prerequisite == "generator" for m in chosen):  # MAD-G's generator, once per run
+        from pipeline.methods.mad_g.method import GENERATOR
+
+        expected["train_generator"] = layout.COMPONENTS.component(*GENERATOR)
     for k in params.ablation.k:  # ablations keep the curves of the components they train and drop
         expected[f"ablate_sparsity@{k}"] = layout.sparsity_file(params.ablation.task, k)
     for l1 in params.ablation.l1:

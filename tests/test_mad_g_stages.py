@@ -7,6 +7,7 @@ The methods themselves (mad-g, mad-g-ls) go through the registry's contract tabl
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,11 @@ def test_generator_stage_refusals_are_one_line_and_write_nothing():
                                                                      "(run `dvc repro` or the stage that writes it)")
     result = ltsft("train-generator")
     assert result.exit_code == 2 and "corpora/mad-g/manifest.json: not found" in result.output
+    shutil.move("data/text/yy", "yy-text")  # a language without text: mad-g-ls has nothing to fine-tune on
+    result = ltsft("train-lang", "yy", "--method", "mad-g-ls")
+    assert result.exit_code == 2 and result.output.strip().endswith("data/text/yy/train.txt: not found "
+                                                                     "(run `dvc repro` or the stage that writes it)")
+    shutil.move("yy-text", "data/text/yy")
     assert ltsft("mad-g-text").exit_code == 0
     cases = [
         ({"mad_g.typology": {"yy": "fra"}},
@@ -122,3 +128,25 @@ def test_dvc_yaml_has_the_generator_stages_only_with_a_method_that_needs_them():
     assert '"adapters/mad-g/lang/${key}"' in block  # mad-g-ls starts from the generated adapter
     task = text[text.index("train_task_mad_g_ls:"):text.index("# Zero-shot evaluation")]
     assert '"adapters/mad-g-ls/lang/${item.source}"' in task
+
+
+def test_unknown_share_counts_only_real_tokens_and_the_filter_leaves_out_unreadable_languages():
+    from pipeline.methods.mad_g.build import _unreadable, unknown_share
+
+    readable = [{"input_ids": [1, 5, 6, 2], "special_tokens_mask": [1, 0, 0, 1]}]
+    unreadable = [{"input_ids": [1, 9, 9, 5, 2], "special_tokens_mask": [1, 0, 0, 0, 1]}]
+    assert unknown_share(readable, 9) == 0.0 and unknown_share(unreadable, 9) == pytest.approx(2 / 3)
+    datasets = {"aaa": readable, "bbb": unreadable}
+    assert _unreadable(datasets, 9, 0.05) == {"bbb"} and _unreadable(datasets, 9, None) == set()
+    assert _unreadable(datasets, 9, 0.7) == set()
+
+
+def test_the_generator_and_generated_adapters_are_one_per_run_whatever_the_seed():
+    from pipeline.methods.mad_g.method import GENERATOR
+    from stages import layout
+
+    further = layout.COMPONENTS.for_seed(43, (42, 43))
+    assert further.component(*GENERATOR) == layout.COMPONENTS.component(*GENERATOR) == Path("adapters/mad-g/generator/uriel")
+    assert further.component("mad-g", "lang", "he") == Path("adapters/mad-g/lang/he")  # generated: no seed
+    assert further.component("mad-g", "task", "pos") == Path("adapters/mad-g/task/pos/seed43")
+    assert further.component("mad-g-ls", "lang", "he") == Path("adapters/mad-g-ls/lang/he/seed43")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -138,9 +139,13 @@ def test_plan_of_the_smoke_graph(smoke_repo, fake_bin):
     # training stages and prepare_model).
     assert after("report") == {s for s in stages
                                if s.startswith(("evaluate", "ablate", "overlap", "train_", "prepare_model"))}
-    # Independent stages run at once: no language component waits for another.
+    # Independent stages run at once: no language component waits for another (mad-g-ls starts from
+    # the generated adapter, so it waits for MAD-G's generator, which waits for its own text).
     for stage in (s for s in stages if s.startswith("train_lang_")):
-        assert after(stage) == {"download", "prepare_model"}, stage
+        generated = {"train_generator"} if stage.startswith("train_lang_mad_g_ls@") else set()
+        assert after(stage) == {"download", "prepare_model"} | generated, stage
+    assert after("mad_g_text") == set()
+    assert after("train_generator") == {"download", "prepare_model", "mad_g_text"}
     assert after(CHECK_JOB) == set(stages)
 
     # Resources: every stage's job gets them; the check job only partition, time and extras.
@@ -228,8 +233,8 @@ def test_nothing_to_do_then_only_what_changed_and_downstream(smoke_repo, fake_bi
     jobs = [call["job"] for call in calls]
     assert jobs[-1] == CHECK_JOB
     lang = {s for s in stage_names() if s.startswith("train_lang_")}
-    assert lang <= set(jobs) and len(lang) == 9
-    for untouched in ("download", "prepare_model", "train_task_full_ft@pos", "train_task_bitfit@pos",
+    assert lang <= set(jobs) and len(lang) == 12  # lt-sft, rand-sft, madx, mad-g-ls × en, xx, yy
+    for untouched in ("download", "prepare_model", "train_generator", "train_task_full_ft@pos", "train_task_bitfit@pos",
                       "evaluate_bitfit@pos", "evaluate_dense@pos-head-only"):
         assert untouched not in jobs
     for downstream in ("train_task_lt_sft@pos", "train_task_madx@pos", "evaluate_lt_sft@pos-lt-sft", "overlap@pos", "report"):
@@ -261,7 +266,9 @@ def test_refused_submission_cancels_the_jobs_before_it(smoke_repo, fake_bin, mon
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     last = result.stderr
-    assert "train_lang_lt_sft@en" in last and "invalid partition specified: nope" in last and "cancelled the 2 jobs" in last
+    refused = re.fullmatch(r"error: sbatch refused the job of (\S+): sbatch: error: invalid partition specified: nope; "
+                           r"cancelled the 2 jobs submitted before it\n", last)
+    assert refused and refused.group(1) in stage_names()  # the third stage of the plan, named
     assert json.loads((fake_bin / "scancel.jsonl").read_text()) == ["101", "102"]
 
 

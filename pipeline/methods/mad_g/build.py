@@ -66,6 +66,19 @@ def _steps(params: Any) -> int:
     return int(phase.steps)
 
 
+def unknown_share(features: Sequence[Mapping[str, Any]], unk_id: int | None) -> float:
+    """The share of a language's tokens (special tokens aside) that are the unknown token."""
+    tokens = [token for example in features for token, special in zip(example["input_ids"], example["special_tokens_mask"])
+              if not special]
+    return sum(token == unk_id for token in tokens) / len(tokens) if tokens else 1.0
+
+
+def _unreadable(datasets: Mapping[str, Sequence[Any]], unk_id: int | None, limit: float | None) -> set[str]:
+    if limit is None:
+        return set()
+    return {lang for lang, features in datasets.items() if unknown_share(features, unk_id) > limit}
+
+
 def check_settings(params: Any, languages: Sequence[str]) -> None:
     """Refuse, in one line, a budget the generator cannot train on or a language without typology."""
     _steps(params)
@@ -100,6 +113,12 @@ def build_generator(ctx: TrainContext, texts: Mapping[str, Sequence[str]], gener
     datasets = language_datasets(
         {lang: list(lines)[:settings.max_lines] if settings.max_lines else lines for lang, lines in texts.items()},
         lambda lines: ctx.task.featurize(lines, ctx.tokenizer, spec.max_length), settings.min_line_tokens)
+    unreadable = _unreadable(datasets, ctx.tokenizer.unk_token_id, settings.max_unknown_share)
+    if len(unreadable) == len(datasets):
+        raise LtsftError(f"mad_g.max_unknown_share: every training language is more than {settings.max_unknown_share} "
+                         "unknown tokens under this tokenizer")
+    datasets = {lang: features for lang, features in datasets.items() if lang not in unreadable}
+    ctx.facts["left_out_unknown_tokens"] = len(unreadable)
     module = MadGenerator.for_model(ctx.model, reduction_factor=settings.reduction_factor,
                                     language_dim=settings.language_dim, layer_dim=settings.layer_dim, seed=params.seed)
     module.to(next(ctx.model.parameters()).device)

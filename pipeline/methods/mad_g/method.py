@@ -44,7 +44,8 @@ class MadG(MadX):
     imports_language = True  # its language adapters are written by the generator stage (`ltsft train-generator`)
     prerequisite = "generator"
     evaluation_sections = ("madx.task", "mad_g")
-    variants = (Variant("mad-g", True),)
+    # The task adapter alone too: what the generated target adapter adds (or costs) on top of it.
+    variants = (Variant("mad-g-task-only", False), Variant("mad-g", True))
 
     @property
     def code(self) -> tuple[str, ...]:

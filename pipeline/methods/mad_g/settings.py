@@ -37,3 +37,8 @@ class MadGSettings:
     min_line_tokens: int = setting("Lines with fewer whitespace-separated tokens are dropped (the authors': 10).",
                                    MIN_LINE_TOKENS, minimum=1)
     max_lines: int | None = setting("At most this many lines per training language (null: all).", None, minimum=1)
+    max_unknown_share: float | None = setting(
+        "Leave out a training language whose text is more than this share of the tokenizer's unknown token (null: "
+        "keep every language). Masked LM on text the encoder's vocabulary cannot spell teaches the generator to "
+        "predict the unknown token; the authors trained on mBERT's own languages, which its vocabulary covers.",
+        None, minimum=0.0)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from pipeline.core.curves import logging_steps
 from pipeline.core.errors import LtsftError
@@ -89,6 +90,7 @@ def train_generator(model: nn.Module, generator: MadGenerator, typology: Mapping
     was_training = model.training
     torch.manual_seed(settings.seed)  # dropout, as the Trainer seeds it
     model.train()
+    progress = tqdm(total=settings.steps, desc="mad-g generator", unit="step")
     try:
         step = 0
         for lang, batch in batches:
@@ -104,13 +106,16 @@ def train_generator(model: nn.Module, generator: MadGenerator, typology: Mapping
             optimizer.zero_grad()
             step += 1
             seen[lang] = seen.get(lang, 0) + 1
+            progress.update()
             if step % every == 0 or step == settings.steps:
                 log.append({"step": step, "language": lang, "loss": float(loss.detach()),
                             "grad_norm": float(optimizer.grad_norm), "learning_rate": schedule.get_last_lr()[0],
                             "phase": "mad-g-generator"})
+                progress.set_postfix(loss=f"{log[-1]['loss']:.3f}", language=lang)
         if step < settings.steps:
             raise LtsftError(f"generator training: the batches ran out after {step} of {settings.steps} steps")
     finally:
+        progress.close()
         model.train(was_training)
     log.append({"phase": "mad-g-generator", "steps": settings.steps, "batches_per_language": dict(sorted(seen.items()))})
     return log
