@@ -223,7 +223,8 @@ def test_presets_are_valid():
 
 
 def test_help_everywhere():
-    for command in ([], ["download"], ["train-lang"], ["train-task"], ["evaluate"], ["diff", "info"], ["bench"], ["preset"]):
+    for command in ([], ["download"], ["mad-g-text"], ["train-generator"], ["train-lang"], ["train-task"], ["evaluate"],
+                    ["diff", "info"], ["bench"], ["preset"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
