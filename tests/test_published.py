@@ -4,14 +4,15 @@ format written here: column-major delta-coded indices, numpy scalars, a dense he
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.sources.published import import_published, load_published
 from pipeline.formats.sparse_diff import DiffError, SparseDiff
+from pipeline.sources.published import import_published, load_published
 
 
 def published_file(path, entries, head):
@@ -132,6 +133,15 @@ def test_a_refusal_gives_the_unpicklers_whole_reason(tmp_path):
     message = str(info.value)
     assert "\n" not in message and "\x1b" not in message
     assert "WeightsUnpickler error: Unsupported global: GLOBAL datetime.date" in message
+
+    # A plain pickle (not torch's zip) at protocol 4: the unpickler stops at an opcode it cannot
+    # read and gives its reason in the paragraph after "WeightsUnpickler error:".
+    path.write_bytes(pickle.dumps({"diffs": {}, "abs": {}}, protocol=4))
+    with pytest.raises(DiffError) as info:
+        load_published(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "WeightsUnpickler error: Unsupported operand" in message
 
 
 # The reference's label names in ClassLabel id order (composable-sft@29f7872): its NER dataset

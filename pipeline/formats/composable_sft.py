@@ -23,6 +23,7 @@ allow-list, so the reference's own ``torch.load`` (weights-only by default in to
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +55,16 @@ def refusal_reason(err: BaseException) -> str:
     """torch's refusal as one line: the unpickler's own reason when there is one (torch puts
     it after paragraphs of advice), whole, without terminal escapes."""
     text = _ANSI.sub("", str(err))
+    # The reason follows "WeightsUnpickler error:" on its line ("Unsupported global: ...") or,
+    # for an opcode it cannot read, in the next paragraph ("Unsupported operand 149"); without
+    # the marker it is a paragraph between torch's advice ("Trying to load unsupported GLOBAL
+    # posix.system whose module posix is blocked.").
     marker = text.find("WeightsUnpickler error:")
     if marker >= 0:
-        text = text[marker:].split("\n\n")[0]
-    else:  # e.g. "Trying to load unsupported GLOBAL posix.system whose module posix is blocked."
-        advice = ("Weights only load failed", "Check the documentation of torch.load")
-        reasons = [part for part in text.split("\n\n") if part.strip() and not part.strip().startswith(advice)]
-        text = "\n".join(reasons) or text
+        text = text[marker:]
+    advice = ("Weights only load failed", "Check the documentation of torch.load")
+    reasons = [part for part in text.split("\n\n") if part.strip() and not part.strip().startswith(advice)]
+    text = "\n".join(reasons) or text
     return " ".join(text.split()) or type(err).__name__
 
 
@@ -73,7 +77,10 @@ def load(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DiffError(f"{path}: file not found")
     try:
-        with torch.serialization.safe_globals(_numpy_globals()):
+        # torch warns about any pickle protocol but 2 before it reads on; the one line below is
+        # what the user needs if the file is refused, and nothing if it loads.
+        with torch.serialization.safe_globals(_numpy_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (weights-only refusals and corrupt files alike: one line)
         raise DiffError(f"{path}: not a loadable published diff ({refusal_reason(err)})") from None
