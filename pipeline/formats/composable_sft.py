@@ -22,8 +22,6 @@ allow-list, so the reference's own ``torch.load`` (weights-only by default in to
 
 from __future__ import annotations
 
-import re
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +30,12 @@ import torch
 
 from pipeline.core.atomic import atomic_dir
 from pipeline.formats.sparse_diff import DiffError, SparseDiff, _dtype_name
+from pipeline.formats.weights_only import WeightsOnlyError, load_weights_only
 
 FILE = "pytorch_diff.bin"  # the name the reference's SFT(dir) reads
 # Where numpy keeps the scalar reconstructor that pickled numpy scalars name. Every released
 # file was pickled under numpy 1.x and names the first; numpy 2 pickles name the second.
 SCALAR_NAMES = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _numpy_globals() -> list[Any]:
@@ -51,23 +49,6 @@ def _numpy_globals() -> list[Any]:
     return [*((scalar, name) for name in SCALAR_NAMES), np.dtype, *dtype_classes]
 
 
-def refusal_reason(err: BaseException) -> str:
-    """torch's refusal as one line: the unpickler's own reason when there is one (torch puts
-    it after paragraphs of advice), whole, without terminal escapes."""
-    text = _ANSI.sub("", str(err))
-    # The reason follows "WeightsUnpickler error:" on its line ("Unsupported global: ...") or,
-    # for an opcode it cannot read, in the next paragraph ("Unsupported operand 149"); without
-    # the marker it is a paragraph between torch's advice ("Trying to load unsupported GLOBAL
-    # posix.system whose module posix is blocked.").
-    marker = text.find("WeightsUnpickler error:")
-    if marker >= 0:
-        text = text[marker:]
-    advice = ("Weights only load failed", "Check the documentation of torch.load")
-    reasons = [part for part in text.split("\n\n") if part.strip() and not part.strip().startswith(advice)]
-    text = "\n".join(reasons) or text
-    return " ".join(text.split()) or type(err).__name__
-
-
 def load(path: str | Path) -> dict[str, Any]:
     """The raw ``{"diffs", "abs"}`` mapping, loaded without executing code. ``path`` is a
     ``pytorch_diff.bin`` or a directory holding one (as the reference's SFT(dir))."""
@@ -77,13 +58,9 @@ def load(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DiffError(f"{path}: file not found")
     try:
-        # torch warns about any pickle protocol but 2 before it reads on; the one line below is
-        # what the user needs if the file is refused, and nothing if it loads.
-        with torch.serialization.safe_globals(_numpy_globals()), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (weights-only refusals and corrupt files alike: one line)
-        raise DiffError(f"{path}: not a loadable published diff ({refusal_reason(err)})") from None
+        obj = load_weights_only(path, _numpy_globals())
+    except WeightsOnlyError as err:
+        raise DiffError(f"{path}: not a loadable published diff ({err})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("diffs"), dict):
         raise DiffError(f"{path}: expected a mapping with a 'diffs' entry")
     return obj

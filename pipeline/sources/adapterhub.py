@@ -42,8 +42,8 @@ import torch
 
 from pipeline.formats.adapter import AdapterError, save_adapter
 from pipeline.formats.checked import one_line, read_json, sha256_file
+from pipeline.formats.weights_only import WeightsOnlyError, load_weights_only
 from pipeline.methods.madx.adapters import NON_LINEARITIES, LanguageAdapter
-from pipeline.sources.published import refusal_reason
 
 CONFIG_FILE = "adapter_config.json"
 BIN_FILE = "pytorch_adapter.bin"
@@ -146,10 +146,10 @@ def read_weights(directory: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     if not binary.is_file():
         raise AdapterError(f"{directory}: neither {SAFETENSORS_FILE} nor {BIN_FILE} found")
     try:
-        # No safe_globals: tensors and plain containers are all a state dict may hold.
-        state = torch.load(binary, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  weights-only refusals and corrupt files alike: one line
-        raise AdapterError(f"{binary}: not a weights-only state dict ({refusal_reason(err)})") from None
+        # Nothing allowed beyond torch's own list: tensors and plain containers are all a state dict holds.
+        state = load_weights_only(binary)
+    except WeightsOnlyError as err:
+        raise AdapterError(f"{binary}: not a weights-only state dict ({err})") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                  for k, v in state.items()):
         raise AdapterError(f"{binary}: not a state dict of tensors (found {type(state).__name__})")

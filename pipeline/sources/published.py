@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.formats.composable_sft import FILE, refusal_reason, to_sparse_diff
+from pipeline.formats.composable_sft import FILE, to_sparse_diff
 from pipeline.formats.composable_sft import load as load_published
 from pipeline.formats.sparse_diff import DiffError, SparseDiff
 
-# The import stage, the adapter importer and the tests take these from here.
-__all__ = ["FILE", "import_published", "load_published", "refusal_reason", "reorder_head", "to_sparse_diff"]
+# The import stage and the tests take these from here.
+__all__ = ["FILE", "import_published", "load_published", "reorder_head", "to_sparse_diff"]
 
 
 def import_published(path: str | Path, out: str | Path, base_model: str = "") -> SparseDiff:
