@@ -43,3 +43,20 @@ def trainer_arguments(precision: str) -> dict[str, Any]:
     if mode == "bf16" and not torch.cuda.is_available():
         arguments["use_cpu"] = True  # the Trainer runs bf16 autocast on a CPU only when told it is one
     return arguments
+
+
+def autocast(mode: str, device_type: str) -> Any:
+    """For a loop without the Trainer (MAD-G's generator): the autocast the Trainer would use
+    for ``mode`` (resolved), a no-op for fp32. Weights and optimizer state stay fp32."""
+    import torch
+
+    if mode == "fp32":
+        return torch.autocast(device_type, enabled=False)
+    return torch.autocast(device_type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+
+
+def grad_scaler(mode: str, device_type: str) -> Any:
+    """The gradient scaler fp16 needs in a loop without the Trainer; None for fp32 and bf16."""
+    import torch
+
+    return torch.amp.GradScaler(device_type) if mode == "fp16" else None

@@ -164,6 +164,12 @@ class Session:
         self.phases += 1
         return Phase(self, index, description, model, optimizer, list(best))
 
+    def loop(self, description: str, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             max_steps: int) -> LoopCheckpoints:
+        index = self.phases
+        self.phases += 1
+        return LoopCheckpoints(self, index, description, module, optimizer, max_steps)
+
     def remove(self) -> None:
         """The run finished and its outputs are saved: its checkpoints are of no further use."""
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -282,6 +288,80 @@ class Phase:
                 "scaler": scaler.state_dict() if scaler is not None else None, **pending["meta"]}
         path = self.dir / f"step-{state.global_step:09d}"
         _write(path, tensors, meta, model=_trainable(self.model), trainer_state=state)
+        for older in self.dir.glob("step-*"):
+            if older != path:
+                shutil.rmtree(older, ignore_errors=True)
+
+
+class LoopCheckpoints:
+    """Step checkpoints of a plain PyTorch loop with no Trainer (MAD-G's generator): every
+    ``checkpoint_every`` steps, the trained module's tensors, SparseAdamW's state, the schedule,
+    the fp16 scaler, the global RNG states (dropout) and the log so far, in the files and
+    directory layout of a Trainer phase's (``step-<s>/``, written atomically, the older removed).
+
+    The loop's batches must come from a seeded stream that draws from no global RNG (MAD-G's
+    sampler, shuffles and masking collator each have their own): a resumed loop draws again,
+    without training, the batches it trained before, then restores the RNG states
+    (:meth:`restore_rng`), so it continues exactly as the uninterrupted run did. Without a
+    session (no ``checkpoint_every``) every method is a no-op."""
+
+    def __init__(self, session: Session | None, index: int, description: str, module: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, max_steps: int):
+        self.session, self.description, self.module, self.optimizer, self.max_steps = (
+            session, description, module, optimizer, max_steps)
+        self.saved: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+        if session is not None:
+            self.dir = session.dir / f"phase-{index:02d}"
+            self.name = f"{session.dir.name}: {description}"
+
+    def resume(self, schedule: Any, scaler: Any = None) -> tuple[int, list[dict[str, Any]]]:
+        """(steps already trained, their log): 0 and [] for a fresh start; else the module,
+        optimizer, ``schedule`` and ``scaler`` are put back as the last checkpoint left them."""
+        steps = sorted(self.dir.glob("step-*")) if self.session is not None and self.dir.is_dir() else []
+        if not steps:
+            return 0, []
+        latest = steps[-1]
+        try:
+            tensors, meta = _read(latest, self.session.key, self.description)
+            _check_shapes(self.module, _sub(tensors, "model."))
+            if meta.get("max_steps") != self.max_steps:
+                raise ValueError(f"written for {meta.get('max_steps')} steps, not {self.max_steps}")
+        except Exception as err:  # noqa: BLE001  (a damaged file of any kind: never a crash)
+            warn(f"ignoring checkpoint {latest}: {_reason(err)}; training {self.description} from its start")
+            return 0, []
+        with torch.no_grad():
+            for name, param in _trainable(self.module).items():
+                param.copy_(tensors[f"model.{name}"])
+        if hasattr(self.optimizer, "restore_checkpoint_state"):
+            self.optimizer.restore_checkpoint_state(_sub(tensors, "optim."), meta["optimizer"])
+        schedule.load_state_dict(meta["scheduler"])
+        if scaler is not None and meta["scaler"] is not None:
+            scaler.load_state_dict(meta["scaler"])
+        self.saved = (tensors, meta)
+        print(f"resuming {self.name} from step {meta['step']} of {self.max_steps}", flush=True)
+        return int(meta["step"]), list(meta["log"])
+
+    def restore_rng(self) -> None:
+        """The global RNG states of the checkpoint resumed from (call once its batches are re-drawn)."""
+        if self.saved is not None:
+            tensors, meta = self.saved
+            restore_rng(_sub(tensors, "rng."), meta["rng"], prefix="")
+            self.saved = None
+
+    def save(self, step: int, schedule: Any, scaler: Any, log: list[dict[str, Any]]) -> None:
+        """A step checkpoint after ``step`` optimizer steps, if one is due (never at the last step:
+        the run's own output follows it)."""
+        if self.session is None or step % self.session.every or step >= self.max_steps:
+            return
+        rng_tensors, rng_meta = capture_rng("rng.")
+        optim_tensors, optim_meta = (self.optimizer.checkpoint_state() if hasattr(self.optimizer, "checkpoint_state")
+                                     else ({}, {}))
+        meta = {"key": self.session.key, "description": self.description, "step": step, "max_steps": self.max_steps,
+                "optimizer": optim_meta, "scheduler": schedule.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_meta, "log": log}
+        path = self.dir / f"step-{step:09d}"
+        _write(path, rng_tensors | {f"optim.{k}": v for k, v in optim_tensors.items()}, meta,
+               model=_trainable(self.module))
         for older in self.dir.glob("step-*"):
             if older != path:
                 shutil.rmtree(older, ignore_errors=True)

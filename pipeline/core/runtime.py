@@ -34,6 +34,14 @@ class Runtime:
             return self.session.phase(description, model, optimizer, best)
         return Phase(None, 0, description, model, optimizer, list(best))
 
+    def loop(self, description: str, module: Any, optimizer: Any, max_steps: int) -> Any:
+        """The checkpointing of a plain training loop (no Trainer): no-ops without a session."""
+        from pipeline.core.resume import LoopCheckpoints
+
+        if self.session is not None:
+            return self.session.loop(description, module, optimizer, max_steps)
+        return LoopCheckpoints(None, 0, description, module, optimizer, max_steps)
+
     def trainer_arguments(self) -> dict[str, Any]:
         return precisions.trainer_arguments(self.precision)
 

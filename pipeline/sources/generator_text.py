@@ -21,6 +21,7 @@ from pipeline.core.errors import LtsftError
 from pipeline.formats.text import read_lines
 from pipeline.sources import hub
 from pipeline.sources.registry import PINS, fetch
+from pipeline.typology import iso639_3
 
 
 def unseen_languages(params: Params) -> list[str]:
@@ -29,17 +30,16 @@ def unseen_languages(params: Params) -> list[str]:
 
 
 def _check_not_targets(params: Params, chosen: list[str]) -> None:
-    from pipeline.typology import iso639_3
-
     unseen = unseen_languages(params)
-    unseen_iso = {_iso_or_self(lang, iso639_3): lang for lang in unseen}
+    unseen_iso = {_iso_or_self(lang): lang for lang in unseen}
     for code in chosen:
-        target = code if code in unseen else unseen_iso.get(_iso_or_self(code, iso639_3))
+        target = code if code in unseen else unseen_iso.get(_iso_or_self(code))
         if target is not None:
             raise ConfigError(f"mad_g.train_languages: {code!r} is task target {target!r} (targets stay unseen)")
 
 
-def _iso_or_self(code: str, iso639_3: Any) -> str:
+def _iso_or_self(code: str) -> str:
+    """The ISO 639-3 code URIEL and UDHR know a language by."""
     try:
         return iso639_3(code)
     except LtsftError:  # a made-up code (smoke's xx) is only ever itself
@@ -81,17 +81,15 @@ def _from_udhr(params: Params, chosen: list[str]) -> tuple[dict[str, list[str]],
         udhr_declarations,
         uriel_udhr_languages,
     )
-    from pipeline.typology import iso639_3
-
     pin = PINS["udhr"]
     archive = fetch(pin, Path(params.data.cache).expanduser())
     # A made-up target code (smoke's xx) names no UDHR language: it excludes nothing.
-    unseen = [_iso_or_self(lang, iso639_3) for lang in unseen_languages(params)]
+    unseen = [_iso_or_self(lang) for lang in unseen_languages(params)]
     usable = uriel_udhr_languages(udhr_declarations(archive), exclude=[code for code in unseen if len(code) == 3])
     if chosen:
         wanted = {}
         for code in chosen:
-            iso = _iso_or_self(code, iso639_3)
+            iso = _iso_or_self(code)
             if iso not in usable:
                 raise ConfigError(f"mad_g.train_languages: {code!r} (ISO 639-3 {iso!r}) has no usable UDHR "
                                   "translation with a URIEL vector")

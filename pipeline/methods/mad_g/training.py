@@ -7,8 +7,11 @@ training.py): the adapter changes with every batch's language, which a Trainer's
 cannot express through its public extension points, and the batches come already collated and
 language-sampled from an iterator. What it shares with the Trainer path: the optimizer
 (SparseAdamW, which clips exactly the trained parameters' gradient norm), the linear decay
-schedule to zero, and a seeded global RNG (dropout). Mixed precision, checkpoints / resume
-and data parallelism (pipeline/core/runtime.py, distributed.py) are not supported here.
+schedule to zero, a seeded global RNG (dropout), and the run's runtime (pipeline/core/
+runtime.py): ``runtime.precision`` (bf16 / fp16 autocast as the Trainer's, fp16 with a gradient
+scaler; the generator's weights and optimizer state stay fp32) and ``runtime.checkpoint_every``
+(a killed run resumes bit-identical: pipeline/core/resume.py's LoopCheckpoints). Not data
+parallelism: under several processes each trains the whole generator on the same batches.
 
 What trains: the generator only (its language-embedding layer, generator tensors and, in the
 layer-shared variant, layer embeddings). Every pretrained weight, the MLM head included,
@@ -22,6 +25,7 @@ the saved generator would need it stored beside it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +36,8 @@ from tqdm.auto import tqdm
 
 from pipeline.core.curves import logging_steps
 from pipeline.core.errors import LtsftError
+from pipeline.core.precision import autocast, grad_scaler
+from pipeline.core.runtime import current as current_runtime
 from pipeline.core.sparse_adamw import SparseAdamW
 from pipeline.methods.mad_g.generator import (
     MadGenerator,
@@ -84,24 +90,36 @@ def train_generator(model: nn.Module, generator: MadGenerator, typology: Mapping
                             max_grad_norm=settings.max_grad_norm)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / settings.steps)
     device = next(model.parameters()).device
+    runtime = current_runtime()
+    scaler = grad_scaler(runtime.precision, device.type)
+    checkpoints = runtime.loop("mad-g-generator", generator, optimizer, settings.steps)
     every = logging_steps(settings.steps)
-    log: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     was_training = model.training
     torch.manual_seed(settings.seed)  # dropout, as the Trainer seeds it
+    step, log = checkpoints.resume(schedule, scaler)
+    batches = iter(batches)
+    for lang, _ in itertools.islice(batches, step):  # a resumed run re-draws what it trained (same masks)
+        seen[lang] = seen.get(lang, 0) + 1
+    checkpoints.restore_rng()
     model.train()
-    progress = tqdm(total=settings.steps, desc="mad-g generator", unit="step")
+    progress = tqdm(total=settings.steps, initial=step, desc="mad-g generator", unit="step")
     try:
-        step = 0
         for lang, batch in batches:
             if step == settings.steps:
                 break
             if lang not in table:
                 raise LtsftError(f"generator training: a batch of language {lang!r}, which has no typology vector")
             inputs = {key: value.to(device) for key, value in batch.items()}
-            loss = generated_forward(model, generator, table[lang], **inputs).loss
-            loss.backward()
-            optimizer.step()
+            with autocast(runtime.precision, device.type):
+                loss = generated_forward(model, generator, table[lang], **inputs).loss
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:  # unscales before SparseAdamW clips; skips the step on inf / NaN
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             schedule.step()
             optimizer.zero_grad()
             step += 1
@@ -112,6 +130,7 @@ def train_generator(model: nn.Module, generator: MadGenerator, typology: Mapping
                             "grad_norm": float(optimizer.grad_norm), "learning_rate": schedule.get_last_lr()[0],
                             "phase": "mad-g-generator"})
                 progress.set_postfix(loss=f"{log[-1]['loss']:.3f}", language=lang)
+            checkpoints.save(step, schedule, scaler, log)
         if step < settings.steps:
             raise LtsftError(f"generator training: the batches ran out after {step} of {settings.steps} steps")
     finally:
