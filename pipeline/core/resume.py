@@ -116,6 +116,26 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
         (tmp / META).write_text(json.dumps({"format": FORMAT, **meta}, sort_keys=True, default=str), encoding="utf-8")
 
 
+def _write_step(directory: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                model: dict[str, torch.Tensor], trainer_state: Any = None) -> None:
+    """A phase's step checkpoint ``step-<s>``, then the older ones removed: one is all a resume needs."""
+    path = directory / f"step-{step:09d}"
+    _write(path, tensors, meta, model=model, trainer_state=trainer_state)
+    for older in directory.glob("step-*"):
+        if older != path:
+            shutil.rmtree(older, ignore_errors=True)
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """SparseAdamW's state as tensors + JSON (another optimizer: nothing; it has no such export)."""
+    return optimizer.checkpoint_state() if hasattr(optimizer, "checkpoint_state") else ({}, {})
+
+
+def _latest_step(directory: Path) -> Path | None:
+    steps = sorted(directory.glob("step-*")) if directory.is_dir() else []
+    return steps[-1] if steps else None
+
+
 def _read(path: Path, key: str, description: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A checkpoint's tensors and JSON; ValueError (with a short reason) if it is not ours or not this run's."""
     meta = json.loads((path / META).read_text(encoding="utf-8"))
@@ -217,10 +237,9 @@ class Phase:
         return True
 
     def _load_step(self) -> bool:
-        steps = sorted(self.dir.glob("step-*")) if self.dir.is_dir() else []
-        if not steps:
+        latest = _latest_step(self.dir)
+        if latest is None:
             return False
-        latest = steps[-1]
         try:
             tensors, meta = _read(latest, self.session.key, self.description)
             _check_shapes(self.model, _sub(tensors, "model."))
@@ -273,8 +292,7 @@ class Phase:
         """A step checkpoint: what ``Checkpointer`` captured at the step's end, plus the
         tensors that stay unchanged until the next step begins (written then)."""
         tensors = dict(pending["tensors"])
-        optim_tensors, optim_meta = (self.optimizer.checkpoint_state() if hasattr(self.optimizer, "checkpoint_state")
-                                     else ({}, {}))
+        optim_tensors, optim_meta = _optimizer_state(self.optimizer)
         tensors |= {f"optim.{k}": v for k, v in optim_tensors.items()}
         best_meta = []
         for i, best in enumerate(self.best):
@@ -286,11 +304,7 @@ class Phase:
                 "max_steps": state.max_steps, "optimizer": optim_meta, "best": best_meta,
                 "scheduler": self.trainer.lr_scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None, **pending["meta"]}
-        path = self.dir / f"step-{state.global_step:09d}"
-        _write(path, tensors, meta, model=_trainable(self.model), trainer_state=state)
-        for older in self.dir.glob("step-*"):
-            if older != path:
-                shutil.rmtree(older, ignore_errors=True)
+        _write_step(self.dir, state.global_step, tensors, meta, _trainable(self.model), trainer_state=state)
 
 
 class LoopCheckpoints:
@@ -317,10 +331,9 @@ class LoopCheckpoints:
     def resume(self, schedule: Any, scaler: Any = None) -> tuple[int, list[dict[str, Any]]]:
         """(steps already trained, their log): 0 and [] for a fresh start; else the module,
         optimizer, ``schedule`` and ``scaler`` are put back as the last checkpoint left them."""
-        steps = sorted(self.dir.glob("step-*")) if self.session is not None and self.dir.is_dir() else []
-        if not steps:
+        latest = _latest_step(self.dir) if self.session is not None else None
+        if latest is None:
             return 0, []
-        latest = steps[-1]
         try:
             tensors, meta = _read(latest, self.session.key, self.description)
             _check_shapes(self.module, _sub(tensors, "model."))
@@ -354,17 +367,12 @@ class LoopCheckpoints:
         if self.session is None or step % self.session.every or step >= self.max_steps:
             return
         rng_tensors, rng_meta = capture_rng("rng.")
-        optim_tensors, optim_meta = (self.optimizer.checkpoint_state() if hasattr(self.optimizer, "checkpoint_state")
-                                     else ({}, {}))
+        optim_tensors, optim_meta = _optimizer_state(self.optimizer)
         meta = {"key": self.session.key, "description": self.description, "step": step, "max_steps": self.max_steps,
                 "optimizer": optim_meta, "scheduler": schedule.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_meta, "log": log}
-        path = self.dir / f"step-{step:09d}"
-        _write(path, rng_tensors | {f"optim.{k}": v for k, v in optim_tensors.items()}, meta,
-               model=_trainable(self.module))
-        for older in self.dir.glob("step-*"):
-            if older != path:
-                shutil.rmtree(older, ignore_errors=True)
+        _write_step(self.dir, step, rng_tensors | {f"optim.{k}": v for k, v in optim_tensors.items()}, meta,
+                    _trainable(self.module))
 
 
 def _reason(err: Exception) -> str:
