@@ -155,6 +155,10 @@ def task_table(rows: Iterable[Mapping[str, Any]], task: str, metric: str) -> pd.
     return task_stats(rows, task, metric).mean
 
 
+# The parameter-count columns of a results table, as headed "params / <what>".
+PARAM_COLUMNS = {"params_lang": "language", "params_task": "task", "params_shared": "shared (once)"}
+
+
 def parameter_counts(rows: Iterable[Mapping[str, Any]], task: str) -> pd.DataFrame:
     """Per method: trainable parameters of its language component (params_lang), task
     component (params_task) and, where any method has one, what it trains once for every
@@ -347,8 +351,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, capt
     for column in shown.columns:
         css = " class='avg'" if column == "avg" else ""
         head.append(f"<th scope='col'{css}>{_esc(column)}</th>")
-    param_columns = {"params_lang": "language", "params_task": "task", "params_shared": "shared (once)"}
-    param_columns = {column: what for column, what in param_columns.items() if column in counts.columns}
+    param_columns = {column: what for column, what in PARAM_COLUMNS.items() if column in counts.columns}
     if with_params:
         head += [f"<th scope='col' class='params'>params / {what}</th>" for what in param_columns.values()]
     body = []

@@ -21,6 +21,7 @@ import pandas as pd
 from pipeline.claims import RULE
 from pipeline.plots import metric_label
 from pipeline.report import (
+    PARAM_COLUMNS,
     _bold,
     _main,
     cell_text,
@@ -54,14 +55,14 @@ def task_markdown(rows: Sequence[Mapping[str, Any]], task: str) -> str:
         out.append(f"**{task.upper()} {metric_label(metric)} (%), mean ± sd over {n} seeds**"
                    if n > 1 else f"**{task.upper()} {metric_label(metric)} (%)**")
         out.append("")
-        head = ["method", *columns, "params / language", "params / task"]
+        params = {column: what for column, what in PARAM_COLUMNS.items() if column in counts.columns}
+        head = ["method", *columns, *(f"params / {what}" for what in params.values())]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for method in stats.mean.index:
             cells = [_cell(stats, method, c, bool(bold.at[method, c])) for c in columns]
-            lang = counts.at[method, "params_lang"] if method in counts.index else None
-            task_params = counts.at[method, "params_task"] if method in counts.index else None
-            out.append("| " + " | ".join([f"`{method}`", *cells, format_count(lang), format_count(task_params)]) + " |")
+            sizes = [format_count(counts.at[method, column] if method in counts.index else None) for column in params]
+            out.append("| " + " | ".join([f"`{method}`", *cells, *sizes]) + " |")
         out.append("")
     return "\n".join(out)
 
