@@ -131,6 +131,13 @@ def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.
     return optimizer.checkpoint_state() if hasattr(optimizer, "checkpoint_state") else ({}, {})
 
 
+def _restore_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                             meta: dict[str, Any]) -> None:
+    """Put back what :func:`_optimizer_state` exported (after the parameters themselves)."""
+    if hasattr(optimizer, "restore_checkpoint_state"):
+        optimizer.restore_checkpoint_state(tensors, meta)
+
+
 def _latest_step(directory: Path) -> Path | None:
     steps = sorted(directory.glob("step-*")) if directory.is_dir() else []
     return steps[-1] if steps else None
@@ -345,8 +352,7 @@ class LoopCheckpoints:
         with torch.no_grad():
             for name, param in _trainable(self.module).items():
                 param.copy_(tensors[f"model.{name}"])
-        if hasattr(self.optimizer, "restore_checkpoint_state"):
-            self.optimizer.restore_checkpoint_state(_sub(tensors, "optim."), meta["optimizer"])
+        _restore_optimizer_state(self.optimizer, _sub(tensors, "optim."), meta["optimizer"])
         schedule.load_state_dict(meta["scheduler"])
         if scaler is not None and meta["scaler"] is not None:
             scaler.load_state_dict(meta["scaler"])
@@ -426,8 +432,7 @@ class Checkpointer(TrainerCallback):
             return
         tensors, meta = self.phase.saved
         # The Trainer has loaded the trainable tensors (model.safetensors) and its own state.
-        if hasattr(self.phase.optimizer, "restore_checkpoint_state"):
-            self.phase.optimizer.restore_checkpoint_state(_sub(tensors, "optim."), meta["optimizer"])
+        _restore_optimizer_state(self.phase.optimizer, _sub(tensors, "optim."), meta["optimizer"])
         self.phase.trainer.lr_scheduler.load_state_dict(meta["scheduler"])
         scaler = getattr(self.phase.trainer.accelerator, "scaler", None)
         if scaler is not None and meta["scaler"] is not None:
